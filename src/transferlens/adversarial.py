@@ -1,0 +1,322 @@
+"""Adversarial transferability between a source model S and a target (reference) model T.
+
+For an attack crafted on model ``a`` and evaluated on ``b``: ``Delta_{a->b}(x) = f_b(x + delta_a(x)) - f_b(x)``.
+
+* ``alpha1^{S->T}(x) = ||Delta_{S->T}(x)|| / ||Delta_{T->T}(x)||`` (per sample; the mean is reported);
+* ``alpha2^{S->T} = ||E[u v^T]||_F`` with ``u = Delta_{S->S}/||.||`` and ``v = Delta_{S->T}/||.||``;
+* ``combined^{S->T} = ||E[alpha1^{S->T}(x) u v^T]||_F`` (not the product of the two means);
+
+and the same with S and T swapped for the T->S direction (attack the target, evaluate on the source).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._torch import frozen_eval, model_device
+from ._validate import check_labels, check_positive, check_within_bounds, model_outputs_2d
+from .attacks import OUTPUTS, ThreatModel, model_output, pgd, validate_inputs
+
+DIRECTIONS = ("s2t", "t2s")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named bundle of measurement options."""
+
+    name: str
+    threat: ThreatModel
+    objective: str
+    correct_only: bool
+    squared: bool
+    description: str
+
+
+PRESETS: dict[str, Preset] = {
+    "paper": Preset(
+        "paper",
+        ThreatModel(norm="linf", eps=0.1, steps=10),
+        "ce",
+        True,
+        True,
+        "ce objective, linf PGD, only samples the target classifies correctly, squared Frobenius norms "
+        "(matches the numbers published with the original code)",
+    ),
+    "theory": Preset(
+        "theory",
+        ThreatModel(norm="l2", eps=0.1, steps=10),
+        "deviation",
+        False,
+        False,
+        "label-free deviation objective, small-eps l2 PGD, all samples, plain Frobenius norms",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class SuccessRates:
+    """Transfer success of the attack crafted on ``attacked`` and evaluated on ``victim`` (denominators stated).
+
+    * ``error_rate``: victim wrong on ``x + delta`` over all ``n`` samples;
+    * ``fooling_rate``: victim wrong on ``x + delta`` over the ``n_victim_correct`` samples it gets right clean;
+    * ``conditional_rate``: over the ``n_conditional`` samples both models get right clean and the attacked
+      model is fooled on, the fraction where the victim is fooled too (``None`` when there are none);
+    * ``whitebox_rate``: the attacked model fooled by its own attack, over its ``n_attacked_correct`` clean-correct;
+    * ``gradient_masking_suspected``: the transfer fooling rate beats the white-box rate.
+    """
+
+    n: int
+    error_rate: float
+    fooling_rate: float | None
+    n_victim_correct: int
+    conditional_rate: float | None
+    n_conditional: int
+    whitebox_rate: float | None
+    n_attacked_correct: int
+    gradient_masking_suspected: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DirectionResult:
+    """Alpha metrics for one direction; ``s2t`` means the attack is crafted on S and evaluated on T."""
+
+    direction: str
+    alpha1: float
+    alpha1_median: float
+    alpha2: float
+    combined: float
+    n_used: int
+    n_filtered: int
+    n_degenerate: int
+    alpha1_samples: np.ndarray = field(repr=False)
+    used_index: np.ndarray = field(repr=False)
+    success: SuccessRates | None = None
+
+    def to_dict(self, samples: bool = False) -> dict[str, Any]:
+        d = {
+            k: getattr(self, k)
+            for k in ("direction", "alpha1", "alpha1_median", "alpha2", "combined", "n_used", "n_filtered", "n_degenerate")
+        }
+        d["success"] = self.success.to_dict() if self.success else None
+        if samples:
+            d["alpha1_samples"] = self.alpha1_samples.tolist()
+            d["used_index"] = self.used_index.tolist()
+        return d
+
+
+@dataclass(frozen=True)
+class Transferability:
+    """Result of :func:`transferability`: both directions, clean accuracies, and every option used."""
+
+    s2t: DirectionResult
+    t2s: DirectionResult
+    source_accuracy: float | None
+    target_accuracy: float | None
+    n: int
+    options: dict[str, Any]
+
+    def __getitem__(self, key: str) -> float:
+        """``result["alpha1_t2s"]`` etc."""
+        metric, _, direction = key.rpartition("_")
+        if direction not in DIRECTIONS or metric not in ("alpha1", "alpha2", "combined"):
+            raise KeyError(f"{key!r}; use METRIC_DIRECTION with METRIC in alpha1/alpha2/combined and DIRECTION in s2t/t2s")
+        return float(getattr(getattr(self, direction), metric))
+
+    def metrics(self) -> dict[str, float]:
+        return {f"{m}_{d}": self[f"{m}_{d}"] for d in DIRECTIONS for m in ("alpha1", "alpha2", "combined")}
+
+    def to_dict(self, samples: bool = False) -> dict[str, Any]:
+        return {
+            "metrics": self.metrics(),
+            "s2t": self.s2t.to_dict(samples),
+            "t2s": self.t2s.to_dict(samples),
+            "source_accuracy": self.source_accuracy,
+            "target_accuracy": self.target_accuracy,
+            "n": self.n,
+            "options": self.options,
+        }
+
+
+def _success(pred_clean_a, pred_adv_a, pred_clean_b, pred_adv_b, y) -> SuccessRates:
+    a_ok, b_ok = pred_clean_a == y, pred_clean_b == y
+    a_fooled, b_fooled = pred_adv_a != y, pred_adv_b != y
+    cond = a_ok & b_ok & a_fooled
+
+    def rate(mask: np.ndarray, hit: np.ndarray) -> float | None:
+        return float(hit[mask].mean()) if mask.any() else None
+
+    fooling, whitebox = rate(b_ok, b_fooled), rate(a_ok, a_fooled)
+    return SuccessRates(
+        n=int(len(y)),
+        error_rate=float(b_fooled.mean()),
+        fooling_rate=fooling,
+        n_victim_correct=int(b_ok.sum()),
+        conditional_rate=rate(cond, b_fooled),
+        n_conditional=int(cond.sum()),
+        whitebox_rate=whitebox,
+        n_attacked_correct=int(a_ok.sum()),
+        gradient_masking_suspected=bool(fooling is not None and whitebox is not None and fooling > whitebox),
+    )
+
+
+def _frob(m: np.ndarray, squared: bool) -> float:
+    v = float(np.sqrt((m * m).sum()))
+    return v * v if squared else v
+
+
+def _direction(name, dev_aa, dev_ab, dev_bb, keep, tol, squared, success) -> DirectionResult:
+    """Alpha metrics of the attack crafted on ``a``: ``dev_aa = Delta_{a->a}``, ``dev_ab = Delta_{a->b}``,
+    ``dev_bb = Delta_{b->b}`` (the denominator of alpha1); arrays (N, m), (N, d), (N, d) in float64."""
+    n_aa, n_ab, n_bb = (np.linalg.norm(d, axis=1) for d in (dev_aa, dev_ab, dev_bb))
+    degenerate = keep & ((n_bb <= tol) | (n_aa <= tol))
+    used = keep & ~degenerate
+    idx = np.flatnonzero(used)
+    if len(idx) == 0:
+        raise ValueError(
+            f"no sample left to measure the {name} direction: {int((~keep).sum())} filtered out, "
+            f"{int(degenerate.sum())} with a reference deviation <= tol={tol:g}. Increase eps, lower tol, "
+            "or turn off correct_only"
+        )
+    a1 = n_ab[idx] / n_bb[idx]
+    u = dev_aa[idx] / n_aa[idx, None]
+    v = dev_ab[idx] / np.maximum(n_ab[idx], 1e-300)[:, None]  # a zero transferred deviation contributes 0
+    m = u.T @ v / len(idx)
+    w = (u * a1[:, None]).T @ v / len(idx)
+    return DirectionResult(
+        direction=name,
+        alpha1=float(a1.mean()),
+        alpha1_median=float(np.median(a1)),
+        alpha2=_frob(m, squared),
+        combined=_frob(w, squared),
+        n_used=int(len(idx)),
+        n_filtered=int((~keep).sum()),
+        n_degenerate=int(degenerate.sum()),
+        alpha1_samples=a1,
+        used_index=idx,
+        success=success,
+    )
+
+
+def resolve_options(
+    preset: str | None,
+    threat: ThreatModel | None,
+    objective: str | None,
+    correct_only: bool | None,
+    squared: bool | None,
+) -> tuple[ThreatModel, str, bool, bool]:
+    base = PRESETS.get(preset or "theory")
+    if base is None:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return (
+        threat if threat is not None else base.threat,
+        objective if objective is not None else base.objective,
+        base.correct_only if correct_only is None else bool(correct_only),
+        base.squared if squared is None else bool(squared),
+    )
+
+
+def transferability(
+    source: nn.Module,
+    target: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    preset: str = "theory",
+    threat: ThreatModel | None = None,
+    objective: str | None = None,
+    output: str = "logits",
+    correct_only: bool | None = None,
+    squared: bool | None = None,
+    same_label_space: bool | None = None,
+    tol: float = 1e-6,
+    seed: int = 0,
+    batch_size: int = 1024,
+) -> Transferability:
+    """Alpha metrics (both directions), success rates and clean accuracies of ``source`` vs ``target`` on ``x``.
+
+    ``x`` are inputs of the target task, ``y`` its labels (needed for ``correct_only``, accuracies and
+    success rates). ``preset`` (``"theory"`` or ``"paper"``) fills every option not given explicitly.
+    ``correct_only`` keeps the samples the target model classifies correctly. ``squared`` reports alpha2
+    and combined as squared Frobenius norms. Samples whose reference deviation is ``<= tol`` are excluded
+    and counted (``n_degenerate``). Success rates need the same label space (by default: the same number
+    of logits); otherwise they are ``None``.
+    """
+    threat, objective, correct_only, squared = resolve_options(preset, threat, objective, correct_only, squared)
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    check_positive(tol, "tol")
+    x = validate_inputs(x).detach()
+    check_within_bounds(x, threat.bounds, "x")
+    dev_s, dev_t = model_device(source), model_device(target)
+    with frozen_eval(source, target):
+        k_s = model_outputs_2d(source, x.to(dev_s), "source").shape[1]
+        k_t = model_outputs_2d(target, x.to(dev_t), "target").shape[1]
+    if y is not None:
+        y = check_labels(y, k_t, "y", len(x)).numpy()
+    if correct_only and y is None:
+        raise ValueError("correct_only=True (the 'paper' preset) needs the labels y of the target task")
+    if same_label_space is None:
+        same_label_space = k_s == k_t
+    if same_label_space and k_s != k_t:
+        raise ValueError(f"same_label_space=True but source has {k_s} outputs and target {k_t}")
+
+    attack_kw = dict(output=output, seed=seed, batch_size=batch_size, validate=False)
+    d_s = pgd(source, x, threat, objective, **attack_kw)
+    d_t = pgd(target, x, threat, objective, **attack_kw)
+
+    # Clean and perturbed outputs of both models on both perturbations, chunk by chunk.
+    outs: dict[str, list[np.ndarray]] = {}
+    with frozen_eval(source, target), torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            xb = x[i : i + batch_size]
+            for mname, model, dev in (("s", source, dev_s), ("t", target, dev_t)):
+                for pname, xin in (("clean", xb), ("adv_s", xb + d_s[i : i + batch_size]), ("adv_t", xb + d_t[i : i + batch_size])):
+                    xin = xin.to(dev)
+                    logits = model(xin)
+                    if output == "logits":
+                        o = logits
+                    elif output == "probs":
+                        o = torch.softmax(logits, 1)
+                    else:
+                        o = model_output(model, xin, output)
+                    outs.setdefault(f"{mname}_{pname}", []).append(o.double().cpu().numpy())
+                    outs.setdefault(f"{mname}_{pname}_pred", []).append(logits.argmax(1).cpu().numpy())
+    cat = {k: np.concatenate(v) for k, v in outs.items()}
+    dev = {f"{a}2{b}": cat[f"{b}_adv_{a}"] - cat[f"{b}_clean"] for a in "st" for b in "st"}
+
+    keep = np.ones(len(x), dtype=bool)
+    if correct_only:
+        keep = cat["t_clean_pred"] == y
+    src_acc = tgt_acc = None
+    succ_s2t = succ_t2s = None
+    if y is not None:
+        tgt_acc = float((cat["t_clean_pred"] == y).mean())
+        if same_label_space:
+            src_acc = float((cat["s_clean_pred"] == y).mean())
+            succ_s2t = _success(cat["s_clean_pred"], cat["s_adv_s_pred"], cat["t_clean_pred"], cat["t_adv_s_pred"], y)
+            succ_t2s = _success(cat["t_clean_pred"], cat["t_adv_t_pred"], cat["s_clean_pred"], cat["s_adv_t_pred"], y)
+
+    s2t = _direction("s2t", dev["s2s"], dev["s2t"], dev["t2t"], keep, tol, squared, succ_s2t)
+    t2s = _direction("t2s", dev["t2t"], dev["t2s"], dev["s2s"], keep, tol, squared, succ_t2s)
+    options = {
+        "preset": preset,
+        "threat": threat.to_dict(),
+        "objective": objective,
+        "output": output,
+        "correct_only": correct_only,
+        "squared": squared,
+        "same_label_space": bool(same_label_space),
+        "tol": tol,
+        "seed": seed,
+        "batch_size": batch_size,
+        "attack": "fgsm" if threat.steps == 1 else "pgd",
+    }
+    return Transferability(s2t=s2t, t2s=t2s, source_accuracy=src_acc, target_accuracy=tgt_acc, n=len(x), options=options)

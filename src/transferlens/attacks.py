@@ -1,0 +1,233 @@
+"""Attacks: a threat model (norm, radius, steps, bounds) plus an objective, optimised by FGSM/PGD.
+
+Objectives, maximised on the attacked model ``f`` (see the metrics reference):
+
+* ``deviation``: ``||f(x + delta) - f(x)||_2`` on the chosen output (label-free; the theory's attack);
+* ``ce``: cross-entropy of the logits at ``x + delta`` against ``f``'s own clean prediction;
+* ``kl``: ``KL(softmax f(x) || softmax f(x + delta))`` on the logits.
+
+Every attack is batched and per-sample independent (a sample's result never depends on the rest of the
+batch), never modifies its input, runs the model in eval mode with parameter gradients off, and
+restores the model's previous mode afterwards.
+
+``delta = 0`` is a stationary point of ``deviation`` and ``kl`` (their gradient vanishes there), so
+without a random start those attacks begin from a tiny fixed probe: one pseudo-random direction drawn
+from ``seed``, shared by every sample, of size ``1e-3 * eps``. The first ascent steps then act as a
+power iteration towards the top singular direction of the model's Jacobian.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ._torch import frozen_eval, model_device
+from ._validate import (
+    as_float_tensor,
+    check_bounds,
+    check_finite,
+    check_nonempty,
+    check_positive,
+    check_within_bounds,
+    model_outputs_2d,
+)
+
+Norm = Literal["linf", "l2"]
+Objective = Literal["deviation", "ce", "kl"]
+Output = Literal["logits", "probs", "features"]
+
+NORMS = ("linf", "l2")
+OBJECTIVES = ("deviation", "ce", "kl")
+OUTPUTS = ("logits", "probs", "features")
+PROBE_SCALE = 1e-3
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """Where the attacker may move: ``||delta||_norm <= eps`` and ``lo <= x + delta <= hi``.
+
+    ``step_size`` defaults to ``2.5 * eps / steps``; FGSM is ``steps=1, step_size=eps``.
+    """
+
+    norm: str = "linf"
+    eps: float = 0.1
+    steps: int = 10
+    step_size: float | None = None
+    random_start: bool = False
+    bounds: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        check_positive(self.eps, "eps")
+        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
+        if self.step_size is not None:
+            check_positive(self.step_size, "step_size")
+        object.__setattr__(self, "bounds", check_bounds(self.bounds))
+
+    @classmethod
+    def fgsm(cls, eps: float, norm: str = "linf", bounds: tuple[float, float] | None = None) -> "ThreatModel":
+        return cls(norm=norm, eps=eps, steps=1, step_size=eps, bounds=bounds)
+
+    @property
+    def alpha(self) -> float:
+        """The step size actually used."""
+        return self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["step_size"] = self.alpha
+        d["bounds"] = list(self.bounds) if self.bounds else None
+        return d
+
+
+def model_output(model: nn.Module, x: torch.Tensor, output: str = "logits") -> torch.Tensor:
+    """The measured output of ``model``: logits, softmax probabilities, or ``model.features(x)``."""
+    if output == "logits":
+        return model(x)
+    if output == "probs":
+        return torch.softmax(model(x), dim=1)
+    if output == "features":
+        if not hasattr(model, "features"):
+            raise TypeError("output='features' needs a model with a features(x) method (see transferlens.wrap_model)")
+        return model.features(x).flatten(1)
+    raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+
+
+def _per_sample_norm(t: torch.Tensor, norm: str) -> torch.Tensor:
+    flat = t.flatten(1)
+    return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
+
+
+def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *([1] * (like.ndim - 1)))
+
+
+def _project(delta: torch.Tensor, x: torch.Tensor, threat: ThreatModel) -> torch.Tensor:
+    """Project onto the eps ball, then clip ``x + delta`` into the bounds (clipping never leaves the ball)."""
+    if threat.norm == "linf":
+        delta = delta.clamp(-threat.eps, threat.eps)
+    else:
+        n = _per_sample_norm(delta, "l2")
+        delta = delta * _view(torch.clamp(threat.eps / n.clamp_min(1e-30), max=1.0), delta)
+    if threat.bounds is not None:
+        lo, hi = threat.bounds
+        delta = (x + delta).clamp(lo, hi) - x
+    return delta
+
+
+def _ascent(grad: torch.Tensor, threat: ThreatModel) -> torch.Tensor:
+    """Steepest-ascent direction for the norm; zero where the gradient is zero (no NaN)."""
+    if threat.norm == "linf":
+        return grad.sign()
+    n = _per_sample_norm(grad, "l2")
+    return grad / _view(n.clamp_min(1e-30), grad)
+
+
+def _start(x: torch.Tensor, threat: ThreatModel, objective: str, seed: int) -> torch.Tensor:
+    """Initial perturbation for every sample of ``x`` (drawn once for the whole input, so chunking is irrelevant)."""
+    gen = torch.Generator().manual_seed(seed)
+    shape = x.shape
+    if threat.random_start:
+        if threat.norm == "linf":
+            d = (torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1) * threat.eps
+        else:
+            g = torch.randn(shape, generator=gen, dtype=torch.float64)
+            g = g / _view(g.flatten(1).norm(dim=1).clamp_min(1e-30), g)
+            r = torch.rand(shape[0], generator=gen, dtype=torch.float64) ** (1.0 / x[0].numel())
+            d = g * _view(r * threat.eps, g)
+        return d.to(x.dtype)
+    if objective == "ce":
+        return torch.zeros_like(x)
+    probe = torch.rand(shape[1:], generator=gen, dtype=torch.float64) * 2 - 1
+    probe = probe / (probe.abs().max() if threat.norm == "linf" else probe.norm())
+    return (PROBE_SCALE * threat.eps * probe).to(x.dtype).expand(shape).clone()
+
+
+def _objective_fn(model: nn.Module, objective: str, output: str, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Per-sample objective of the perturbed input, with the clean reference computed once."""
+    with torch.no_grad():
+        if objective == "deviation":
+            ref = model_output(model, x, output)
+            return lambda xa: 0.5 * (model_output(model, xa, output) - ref).flatten(1).pow(2).sum(1)
+        logits = model(x)
+        if objective == "ce":
+            label = logits.argmax(1)
+            return lambda xa: F.cross_entropy(model(xa), label, reduction="none")
+        p_log = F.log_softmax(logits, dim=1)
+        return lambda xa: F.kl_div(F.log_softmax(model(xa), dim=1), p_log, log_target=True, reduction="none").sum(1)
+
+
+def validate_inputs(x: Any, name: str = "x") -> torch.Tensor:
+    x = as_float_tensor(x, name)
+    check_nonempty(x, name)
+    check_finite(x, name)
+    return x
+
+
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    threat: ThreatModel,
+    objective: str = "deviation",
+    *,
+    output: str = "logits",
+    seed: int = 0,
+    batch_size: int = 1024,
+    validate: bool = True,
+) -> torch.Tensor:
+    """Projected gradient ascent of ``objective`` on ``model``; returns the perturbation ``delta``.
+
+    ``delta`` has the shape of ``x`` and satisfies the threat model. The last iterate is returned.
+    Shapes: ``x`` is ``(N, *input_shape)``; the model must map it to ``(N, K)``.
+    """
+    if not isinstance(threat, ThreatModel):
+        raise TypeError(f"threat must be a ThreatModel, got {type(threat).__name__}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    dev = model_device(model)
+    x = x.detach()
+    if validate:
+        x = validate_inputs(x)
+        check_within_bounds(x, threat.bounds, "x")
+    start = _start(x, threat, objective, seed)
+    chunks = []
+    with frozen_eval(model):
+        if validate:
+            model_outputs_2d(model, x.to(dev), "model")
+        for i in range(0, len(x), batch_size):
+            xb = x[i : i + batch_size].to(dev)
+            delta = _project(start[i : i + batch_size].to(dev), xb, threat)
+            obj = _objective_fn(model, objective, output, xb)
+            for _ in range(threat.steps):
+                delta.requires_grad_(True)
+                with torch.enable_grad():
+                    (grad,) = torch.autograd.grad(obj(xb + delta).sum(), delta)
+                delta = _project(delta.detach() + threat.alpha * _ascent(grad, threat), xb, threat)
+            chunks.append(delta.detach().to(x.device))
+    return torch.cat(chunks)
+
+
+def fgsm(
+    model: nn.Module,
+    x: torch.Tensor,
+    eps: float,
+    objective: str = "ce",
+    *,
+    norm: str = "linf",
+    bounds: tuple[float, float] | None = None,
+    output: str = "logits",
+    seed: int = 0,
+    batch_size: int = 1024,
+) -> torch.Tensor:
+    """One full-size gradient step (``ThreatModel.fgsm``); returns ``delta``."""
+    return pgd(model, x, ThreatModel.fgsm(eps, norm, bounds), objective, output=output, seed=seed, batch_size=batch_size)

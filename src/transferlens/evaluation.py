@@ -1,0 +1,462 @@
+"""Statistics that compare transferability scores with a ground truth.
+
+A transferability estimator gives one score per candidate source model; the ground truth is what
+actually happened when each model was transferred (e.g. fine-tuned target accuracy). A good
+estimator ranks the models the way the ground truth does, so every statistic here measures
+agreement between the vector ``scores`` and the vector ``truth`` (one entry per model, same order).
+For every statistic, **higher means the scores agree better with the truth**.
+
+* :func:`pearson` -- linear correlation, in [-1, 1].
+* :func:`spearman` -- Pearson correlation of the ranks, in [-1, 1].
+* :func:`kendall` -- Kendall's tau-b (pairwise order agreement, tie-corrected), in [-1, 1].
+* :func:`weighted_tau` -- Kendall's tau with hyperbolic weights that emphasise the best models.
+* :func:`relative_top1` -- truth of the model the scores pick, relative to the best truth (<= 1).
+* :func:`bootstrap_ci` -- percentile bootstrap confidence interval for any of the above.
+* :func:`correlate` -- all of the above at once, as a :class:`Correlation`.
+
+Conventions
+-----------
+* Inputs are 1-D array-likes (lists, numpy arrays, torch tensors) of equal length, finite values.
+  Bad input raises ``ValueError`` (``TypeError`` for non-numeric data) with a message saying what
+  to do.
+* A correlation involving a constant vector is undefined: the functions return ``None`` (never
+  NaN) and emit no warning.
+* Everything is deterministic; the bootstrap uses ``numpy.random.default_rng(seed)``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+from scipy import stats
+
+__all__ = [
+    "Correlation",
+    "bootstrap_ci",
+    "correlate",
+    "kendall",
+    "pearson",
+    "relative_top1",
+    "spearman",
+    "weighted_tau",
+]
+
+StatisticName = Literal["pearson", "spearman", "kendall", "weighted_tau", "relative_top1"]
+Statistic = Callable[[np.ndarray, np.ndarray], "float | None"]
+
+# Bound on the number of array elements the vectorised bootstrap materialises at once.
+_CHUNK_ELEMENTS = 4_000_000
+
+
+# --------------------------------------------------------------------------------------------
+# Input validation
+# --------------------------------------------------------------------------------------------
+
+
+def _as_vector(x: Any, name: str) -> np.ndarray:
+    """Return ``x`` as a 1-D float64 numpy array, or raise with a helpful message."""
+    if hasattr(x, "detach") and hasattr(x, "cpu") and hasattr(x, "numpy"):  # torch tensor
+        x = x.detach().cpu().numpy()
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # noqa: BLE001 - re-raised with a clear message
+        raise TypeError(
+            f"{name} must be a 1-D array-like of numbers (list, numpy array or torch tensor), "
+            f"got {type(x).__name__}"
+        ) from exc
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} must contain real numbers, got dtype {arr.dtype}; convert it to floats "
+            "(and drop missing entries) before evaluating"
+        )
+    if arr.ndim != 1:
+        raise ValueError(
+            f"{name} must be 1-D (one value per candidate model), got shape {arr.shape}; "
+            "flatten it (e.g. .ravel()) or select one column"
+        )
+    arr = arr.astype(np.float64, copy=False)
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.sum(~np.isfinite(arr)))
+        raise ValueError(
+            f"{name} contains {bad} NaN/Inf value(s); remove or impute those models before evaluating"
+        )
+    return arr
+
+
+def _check_pair(scores: Any, truth: Any, min_n: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    s = _as_vector(scores, "scores")
+    t = _as_vector(truth, "truth")
+    if s.shape[0] != t.shape[0]:
+        raise ValueError(
+            f"scores and truth must have the same length (one entry per model), got "
+            f"{s.shape[0]} and {t.shape[0]}; align them model by model"
+        )
+    if s.shape[0] < min_n:
+        raise ValueError(
+            f"need at least {min_n} models to compare scores with truth, got {s.shape[0]}; "
+            "evaluate more candidate models"
+        )
+    return s, t
+
+
+def _is_constant(x: np.ndarray) -> bool:
+    return bool(np.all(x == x[0]))
+
+
+def _rows_constant(x: np.ndarray) -> np.ndarray:
+    return np.all(x == x[:, :1], axis=1)
+
+
+# --------------------------------------------------------------------------------------------
+# Row-wise (vectorised) kernels; each returns NaN where the statistic is undefined.
+# --------------------------------------------------------------------------------------------
+
+
+def _scaled_deviations(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` centred and divided by their largest absolute deviation (avoids over/underflow)."""
+    d = x - x.mean(axis=1, keepdims=True)
+    scale = np.max(np.abs(d), axis=1, keepdims=True)
+    scale[scale == 0] = 1.0
+    return d / scale
+
+
+def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    dx = _scaled_deviations(x)
+    dy = _scaled_deviations(y)
+    num = np.sum(dx * dy, axis=1)
+    den = np.sqrt(np.sum(dx * dx, axis=1) * np.sum(dy * dy, axis=1))
+    out = np.full(x.shape[0], np.nan)
+    ok = (den > 0) & ~_rows_constant(x) & ~_rows_constant(y)
+    out[ok] = np.clip(num[ok] / den[ok], -1.0, 1.0)
+    return out
+
+
+def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return _pearson_rows(stats.rankdata(x, axis=1), stats.rankdata(y, axis=1))
+
+
+def _kendall_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Tau-b per row: sum_{i<j} sgn(dx) sgn(dy) / sqrt(#pairs untied in x * #pairs untied in y)."""
+    n = x.shape[1]
+    i, j = np.triu_indices(n, k=1)
+    out = np.full(x.shape[0], np.nan)
+    n_pairs = max(len(i), 1)
+    chunk = max(1, _CHUNK_ELEMENTS // n_pairs)
+    for start in range(0, x.shape[0], chunk):
+        stop = start + chunk
+        sx = np.sign(x[start:stop, i] - x[start:stop, j])
+        sy = np.sign(y[start:stop, i] - y[start:stop, j])
+        num = np.sum(sx * sy, axis=1)
+        tx = np.count_nonzero(sx, axis=1).astype(np.float64)
+        ty = np.count_nonzero(sy, axis=1).astype(np.float64)
+        den = np.sqrt(tx * ty)
+        ok = den > 0
+        block = np.full(sx.shape[0], np.nan)
+        block[ok] = np.clip(num[ok] / den[ok], -1.0, 1.0)
+        out[start:stop] = block
+    return out
+
+
+def _relative_top1_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    picked = np.take_along_axis(y, np.argmax(x, axis=1)[:, None], axis=1)[:, 0]
+    best = np.max(y, axis=1)
+    out = np.full(x.shape[0], np.nan)
+    ok = best > 0
+    out[ok] = picked[ok] / best[ok]
+    return out
+
+
+def _weighted_tau_value(s: np.ndarray, t: np.ndarray, rank_by: str) -> float | None:
+    if _is_constant(s) or _is_constant(t):
+        return None
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        if rank_by == "truth":
+            res = stats.weightedtau(t, s, rank=None)
+        elif rank_by == "scores":
+            res = stats.weightedtau(s, t, rank=None)
+        else:  # "both"
+            res = stats.weightedtau(s, t, rank=True)
+    value = float(res.statistic)
+    return value if math.isfinite(value) else None
+
+
+def _weighted_tau_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    out = np.full(x.shape[0], np.nan)
+    for b in range(x.shape[0]):
+        v = _weighted_tau_value(x[b], y[b], "truth")
+        if v is not None:
+            out[b] = v
+    return out
+
+
+def _row_value(values: np.ndarray) -> float | None:
+    v = float(values[0])
+    return v if math.isfinite(v) else None
+
+
+# --------------------------------------------------------------------------------------------
+# Point statistics
+# --------------------------------------------------------------------------------------------
+
+
+def pearson(scores: Any, truth: Any) -> float | None:
+    """Pearson correlation between ``scores`` and ``truth``.
+
+    ``r = sum((s - mean s)(t - mean t)) / sqrt(sum (s - mean s)^2 * sum (t - mean t)^2)``, in [-1, 1].
+    Higher means the scores are more linearly related to the truth (1: exactly affine, increasing).
+    Returns ``None`` if either vector is constant.
+    """
+    s, t = _check_pair(scores, truth)
+    return _row_value(_pearson_rows(s[None, :], t[None, :]))
+
+
+def spearman(scores: Any, truth: Any) -> float | None:
+    """Spearman rank correlation: Pearson correlation of the (average, tie-aware) ranks.
+
+    ``rho = pearson(rank(s), rank(t))``, in [-1, 1]. Higher means the scores order the models more
+    like the truth does (1: same order). Returns ``None`` if either vector is constant.
+    """
+    s, t = _check_pair(scores, truth)
+    return _row_value(_spearman_rows(s[None, :], t[None, :]))
+
+
+def kendall(scores: Any, truth: Any) -> float | None:
+    """Kendall's tau-b (computed with :func:`scipy.stats.kendalltau`).
+
+    ``tau_b = (C - D) / sqrt((P - T_s) (P - T_t))`` with C/D the concordant/discordant pairs, P the
+    number of pairs and T_s/T_t the pairs tied in scores/truth; in [-1, 1]. Higher means more
+    pairs of models are ordered the same way as the truth. Returns ``None`` if either vector is
+    constant.
+    """
+    s, t = _check_pair(scores, truth)
+    if _is_constant(s) or _is_constant(t):
+        return None
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        value = float(stats.kendalltau(s, t, variant="b").statistic)
+    return min(1.0, max(-1.0, value)) if math.isfinite(value) else None
+
+
+def weighted_tau(
+    scores: Any, truth: Any, *, rank_by: Literal["truth", "scores", "both"] = "truth"
+) -> float | None:
+    """Weighted Kendall tau (:func:`scipy.stats.weightedtau`, hyperbolic weights ``1 / (r + 1)``).
+
+    Like Kendall's tau, but a swap between two models is weighted by the sum of their weights,
+    where ``r`` is a model's rank (0 = best) in the chosen ordering; in [-1, 1]. Higher means
+    better agreement, with mistakes among the top models counting most.
+
+    ``rank_by="truth"`` (default) ranks the models by decreasing truth (ties broken by score),
+    i.e. ``weightedtau(truth, scores, rank=None)``: getting the truly best models right matters
+    most. ``"scores"`` ranks by decreasing score instead, and ``"both"`` is scipy's default
+    (``rank=True``: the average of the two). Returns ``None`` if either vector is constant.
+    """
+    if rank_by not in ("truth", "scores", "both"):
+        raise ValueError(f"rank_by must be 'truth', 'scores' or 'both', got {rank_by!r}")
+    s, t = _check_pair(scores, truth)
+    return _weighted_tau_value(s, t, rank_by)
+
+
+def relative_top1(scores: Any, truth: Any) -> float:
+    """Truth of the model the scores rank first, relative to the best truth.
+
+    ``truth[argmax(scores)] / max(truth)``; ties in ``scores`` pick the first such model. It is 1
+    when the top-scored model is (one of) the truly best, and smaller otherwise -- higher is
+    better, at most 1 (it can be negative if ``truth`` has negative entries). Only meaningful for
+    a ground truth that is positive, such as accuracy: raises ``ValueError`` if ``max(truth) <= 0``.
+    """
+    s, t = _check_pair(scores, truth)
+    best = float(np.max(t))
+    if best <= 0:
+        raise ValueError(
+            f"relative_top1 needs max(truth) > 0 (a positive ground truth such as accuracy), got "
+            f"max(truth) = {best}; shift the truth to be positive or use a correlation statistic instead"
+        )
+    return float(t[int(np.argmax(s))] / best)
+
+
+# --------------------------------------------------------------------------------------------
+# Bootstrap
+# --------------------------------------------------------------------------------------------
+
+_VECTORISED: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "pearson": _pearson_rows,
+    "spearman": _spearman_rows,
+    "kendall": _kendall_rows,
+    "weighted_tau": _weighted_tau_rows,
+    "relative_top1": _relative_top1_rows,
+}
+_BY_FUNCTION: dict[Callable[..., Any], str] = {
+    pearson: "pearson",
+    spearman: "spearman",
+    kendall: "kendall",
+    weighted_tau: "weighted_tau",
+    relative_top1: "relative_top1",
+}
+
+
+def _check_bootstrap_args(n_boot: int, confidence: float) -> None:
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive integer (e.g. 1000), got {n_boot!r}")
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float, np.floating, np.integer)):
+        raise ValueError(f"confidence must be a number strictly between 0 and 1 (e.g. 0.95), got {confidence!r}")
+    if not (math.isfinite(confidence) and 0.0 < confidence < 1.0):
+        raise ValueError(f"confidence must be strictly between 0 and 1 (e.g. 0.95), got {confidence!r}")
+
+
+def _generic_rows(statistic: Statistic, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    out = np.full(x.shape[0], np.nan)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        for b in range(x.shape[0]):
+            v = statistic(x[b], y[b])
+            if v is not None:
+                v = float(v)
+                if math.isfinite(v):
+                    out[b] = v
+    return out
+
+
+def _bootstrap(
+    s: np.ndarray,
+    t: np.ndarray,
+    rows: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    n_boot: int,
+    confidence: float,
+    seed: int | None,
+) -> tuple[float, float] | None:
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, s.shape[0], size=(int(n_boot), s.shape[0]))
+    values = rows(s[idx], t[idx])
+    valid = values[np.isfinite(values)]
+    if 2 * valid.size < n_boot:
+        return None
+    alpha = 1.0 - confidence
+    lo, hi = np.percentile(valid, [100.0 * alpha / 2.0, 100.0 * (1.0 - alpha / 2.0)])
+    return float(lo), float(hi)
+
+
+def bootstrap_ci(
+    scores: Any,
+    truth: Any,
+    statistic: StatisticName | Statistic,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int | None = 0,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap confidence interval for ``statistic(scores, truth)``.
+
+    Draws ``n_boot`` resamples of the (score, truth) *pairs* with replacement
+    (``numpy.random.default_rng(seed)``), evaluates the statistic on each, and returns the
+    ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` percentiles. Resamples on which the
+    statistic is undefined (``None``/NaN, e.g. a constant resample; for ``relative_top1`` a
+    resample with ``max(truth) <= 0``) are skipped; returns ``None`` if fewer than half of the
+    resamples are valid. A narrower interval means a more certain estimate.
+
+    ``statistic`` is one of this module's functions (or its name, e.g. ``"spearman"``) -- these
+    are vectorised over resamples -- or any callable ``f(scores, truth) -> float | None`` taking
+    two 1-D float arrays, which is called once per resample. Needs at least 3 models.
+    """
+    _check_bootstrap_args(n_boot, confidence)
+    if isinstance(statistic, str):
+        if statistic not in _VECTORISED:
+            raise ValueError(
+                f"unknown statistic {statistic!r}; use one of {sorted(_VECTORISED)} or pass a callable"
+            )
+        rows = _VECTORISED[statistic]
+    elif callable(statistic):
+        name = _BY_FUNCTION.get(statistic)
+        if name is not None:
+            rows = _VECTORISED[name]
+        else:
+            def rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+                return _generic_rows(statistic, x, y)
+    else:
+        raise ValueError(
+            f"statistic must be a name such as 'spearman' or a callable f(scores, truth), got {statistic!r}"
+        )
+    s, t = _check_pair(scores, truth, min_n=3)
+    return _bootstrap(s, t, rows, n_boot, confidence, seed)
+
+
+# --------------------------------------------------------------------------------------------
+# Everything at once
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """All agreement statistics between transferability scores and ground truth.
+
+    Every statistic is "higher is better". ``None`` marks an undefined value (constant input;
+    ``relative_top1`` with ``max(truth) <= 0``; confidence intervals when there are fewer than 3
+    models or fewer than half of the bootstrap resamples are valid).
+    """
+
+    n: int
+    pearson: float | None
+    spearman: float | None
+    kendall: float | None
+    weighted_tau: float | None
+    relative_top1: float | None
+    pearson_ci: tuple[float, float] | None
+    spearman_ci: tuple[float, float] | None
+    kendall_ci: tuple[float, float] | None
+    confidence: float
+    n_boot: int
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict keyed by field name (intervals become ``[low, high]`` lists)."""
+        out = asdict(self)
+        for key, value in out.items():
+            if isinstance(value, tuple):
+                out[key] = [float(v) for v in value]
+        return out
+
+
+def correlate(
+    scores: Any,
+    truth: Any,
+    *,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Correlation:
+    """Compute every statistic of this module for one estimator (see :class:`Correlation`).
+
+    Intervals are percentile bootstrap intervals (:func:`bootstrap_ci`) sharing ``seed``; they
+    are ``None`` when there are only 2 models. ``relative_top1`` is ``None`` (instead of raising)
+    when ``max(truth) <= 0``.
+    """
+    _check_bootstrap_args(n_boot, confidence)
+    s, t = _check_pair(scores, truth)
+    n = int(s.shape[0])
+    x, y = s[None, :], t[None, :]
+    top1 = _row_value(_relative_top1_rows(x, y))
+
+    def ci(name: str) -> tuple[float, float] | None:
+        if n < 3:
+            return None
+        return _bootstrap(s, t, _VECTORISED[name], n_boot, confidence, seed)
+
+    return Correlation(
+        n=n,
+        pearson=_row_value(_pearson_rows(x, y)),
+        spearman=_row_value(_spearman_rows(x, y)),
+        kendall=kendall(s, t),
+        weighted_tau=_weighted_tau_value(s, t, "truth"),
+        relative_top1=top1,
+        pearson_ci=ci("pearson"),
+        spearman_ci=ci("spearman"),
+        kendall_ci=ci("kendall"),
+        confidence=float(confidence),
+        n_boot=int(n_boot),
+        seed=int(seed),
+    )

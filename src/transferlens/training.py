@@ -1,0 +1,145 @@
+"""Supervised training of a model on a task: validation split, early stopping, deterministic on CPU."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ._torch import batched_apply, frozen_eval, model_device, resolve_device
+from ._validate import check_positive, model_outputs_2d
+from .data.task import Task
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of :func:`fit`. ``patience`` epochs without a better validation loss stop training."""
+
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.1
+    patience: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "patience"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        check_positive(self.lr, "lr")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`fit` did: best epoch, accuracies, and the per-epoch history."""
+
+    task: str
+    epochs_run: int
+    best_epoch: int
+    val_accuracy: float
+    test_accuracy: float
+    train_loss: tuple[float, ...]
+    val_loss: tuple[float, ...]
+    config: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["train_loss"], d["val_loss"] = list(self.train_loss), list(self.val_loss)
+        return d
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048) -> float:
+    """Fraction of samples whose argmax output equals the label (model run in eval mode)."""
+    with frozen_eval(model):
+        pred = batched_apply(model, x, batch_size, model_device(model)).argmax(1)
+    return float((pred == y.cpu()).float().mean())
+
+
+def fit(
+    model: nn.Module,
+    task: Task,
+    config: TrainConfig | None = None,
+    *,
+    device: str | torch.device = "auto",
+    on_epoch: Callable[[int, float, float], None] | None = None,
+    **overrides: Any,
+) -> TrainResult:
+    """Train ``model`` on ``task`` with Adam and cross-entropy; keep the weights of the best validation loss.
+
+    A fraction ``val_fraction`` of the training split (drawn from ``seed``) is held out for early stopping.
+    ``on_epoch(epoch, train_loss, val_loss)`` is called after each epoch (for progress display).
+    The model is left in eval mode on ``device``.
+    """
+    cfg = config or TrainConfig()
+    if overrides:
+        cfg = TrainConfig(**{**asdict(cfg), **overrides})
+    dev = resolve_device(device)
+    model.to(dev)
+    out = model_outputs_2d(model, task.x_train.to(dev), "model")
+    if out.shape[1] < task.num_classes:
+        raise ValueError(
+            f"model has {out.shape[1]} outputs but task {task.name!r} has {task.num_classes} classes"
+        )
+    gen = torch.Generator().manual_seed(cfg.seed)
+    n = len(task.x_train)
+    perm = torch.randperm(n, generator=gen)
+    n_val = max(1, int(round(cfg.val_fraction * n)))
+    if n - n_val < 1:
+        raise ValueError(f"task {task.name!r} has too few training samples ({n}) for a validation split")
+    val_idx, tr_idx = perm[:n_val], perm[n_val:]
+    x_tr, y_tr = task.x_train[tr_idx].to(dev), task.y_train[tr_idx].to(dev)
+    x_val, y_val = task.x_train[val_idx].to(dev), task.y_train[val_idx].to(dev)
+
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    best_loss, best_state, best_epoch, bad = float("inf"), None, 0, 0
+    train_hist: list[float] = []
+    val_hist: list[float] = []
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        order = torch.randperm(len(x_tr), generator=gen).to(dev)
+        total = 0.0
+        for i in range(0, len(order), cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            loss = F.cross_entropy(model(x_tr[idx]), y_tr[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        train_loss = total / len(order)
+        model.eval()
+        with torch.no_grad():
+            val_loss = float(F.cross_entropy(model(x_val), y_val))
+        train_hist.append(train_loss)
+        val_hist.append(val_loss)
+        if on_epoch is not None:
+            on_epoch(epoch, train_loss, val_loss)
+        if val_loss < best_loss - 1e-6:
+            best_loss, best_epoch, bad = val_loss, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(
+        task=task.name,
+        epochs_run=len(train_hist),
+        best_epoch=best_epoch,
+        val_accuracy=accuracy(model, x_val, y_val),
+        test_accuracy=accuracy(model, task.x_test.to(dev), task.y_test.to(dev)),
+        train_loss=tuple(train_hist),
+        val_loss=tuple(val_hist),
+        config=cfg,
+    )
