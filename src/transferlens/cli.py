@@ -1,0 +1,97 @@
+"""The ``transferlens`` command line: a thin layer over the library (parse, call, show progress)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Measure and predict transferability between neural networks.")
+console = Console()
+
+EXPERIMENTS = ("e2",)
+QUICK = dict(source_domains=("reference", "noisy", "shuffled"), architectures=("mlp", "cnn1d"), num_samples=1000, n_eval=200, n_boot=200)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+) -> None:
+    """transferlens: adversarial and knowledge transferability between neural networks."""
+    if version:
+        from . import __version__
+
+        console.print(f"transferlens {__version__}")
+        raise typer.Exit()
+
+
+def _default_out() -> Path:
+    return Path("runs") / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+@app.command()
+def run(
+    experiment: str = typer.Argument("e2", help="Experiment to run: e2 (adversarial vs knowledge transferability on MNIST-1D)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/<timestamp>/)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for data generation, model initialisation and training."),
+    preset: str = typer.Option("theory", "--preset", help="Alpha-metric preset: theory (deviation, l2) or paper (ce, linf, squared norms)."),
+    eps: Optional[float] = typer.Option(None, "--eps", help="Attack radius (default: the preset's)."),
+    quick: bool = typer.Option(False, "--quick", help="A reduced zoo on less data: a smoke test in a few seconds."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+) -> None:
+    """Run an experiment on embedded data and write results.csv, summary.json and report.html."""
+    from .experiments import E2Config, run_e2, write_e2
+
+    if experiment not in EXPERIMENTS:
+        console.print(f"[red]unknown experiment {experiment!r}[/red]; choose one of {', '.join(EXPERIMENTS)}")
+        raise typer.Exit(2)
+    try:
+        cfg = E2Config(seed=seed, preset=preset, eps=eps, device=device, **(QUICK if quick else {}))
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    out_dir = out or _default_out()
+    console.print(
+        f"[bold]E2[/bold]: {len(cfg.source_domains) * len(cfg.architectures)} sources "
+        f"({', '.join(cfg.architectures)} x {', '.join(cfg.source_domains)}) vs a {cfg.target_arch} target, preset {cfg.preset}"
+    )
+    with Progress(
+        TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+        console=console, transient=False,
+    ) as bar:
+        task_id = bar.add_task("starting", total=1)
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.update(task_id, description=stage, completed=done, total=total)
+
+        result = run_e2(cfg, progress)
+    paths = write_e2(result, out_dir)
+
+    table = Table(title="Correlation with linear-probe accuracy on the target")
+    for col in ("metric", "spearman", "95% CI", "pearson", "kendall"):
+        table.add_column(col, justify="right" if col != "metric" else "left")
+    for metric, c in result.correlations.items():
+        ci = f"[{c.spearman_ci[0]:.2f}, {c.spearman_ci[1]:.2f}]" if c.spearman_ci else "-"
+        table.add_row(metric, _f(c.spearman), ci, _f(c.pearson), _f(c.kendall))
+    console.print(table)
+    console.print(f"finished in {result.seconds:.1f} s")
+    for kind, path in paths.items():
+        console.print(f"{kind:>8}: {path}")
+
+
+def _f(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
