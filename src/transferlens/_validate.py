@@ -80,9 +80,10 @@ def check_within_bounds(x: torch.Tensor, bounds: tuple[float, float] | None, nam
         return
     lo, hi = bounds
     tol = 1e-6 * max(1.0, abs(lo), abs(hi))
-    if float(x.min()) < lo - tol or float(x.max()) > hi + tol:
+    lo_x, hi_x = float(x.detach().min()), float(x.detach().max())
+    if lo_x < lo - tol or hi_x > hi + tol:
         raise ValueError(
-            f"{name} has values in [{float(x.min()):.4g}, {float(x.max()):.4g}] outside the input bounds "
+            f"{name} has values in [{lo_x:.4g}, {hi_x:.4g}] outside the input bounds "
             f"{bounds}; clip the data or pass the bounds the data actually lives in"
         )
 

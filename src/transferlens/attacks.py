@@ -12,8 +12,9 @@ restores the model's previous mode afterwards.
 
 ``delta = 0`` is a stationary point of ``deviation`` and ``kl`` (their gradient vanishes there), so
 without a random start those attacks begin from a tiny fixed probe: one pseudo-random direction drawn
-from ``seed``, shared by every sample, of size ``1e-3 * eps``. The first ascent steps then act as a
-power iteration towards the top singular direction of the model's Jacobian.
+from ``seed``, shared by every sample, of size ``0.1 * eps`` (large enough that ``f(x + probe) - f(x)`` is
+not lost to float32 rounding). The first ascent steps then act as a power iteration towards the top
+singular direction of the model's Jacobian.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ Output = Literal["logits", "probs", "features"]
 NORMS = ("linf", "l2")
 OBJECTIVES = ("deviation", "ce", "kl")
 OUTPUTS = ("logits", "probs", "features")
-PROBE_SCALE = 1e-3
+PROBE_SCALE = 0.1
 
 
 @dataclass(frozen=True)
@@ -159,8 +160,9 @@ def _objective_fn(model: nn.Module, objective: str, output: str, x: torch.Tensor
         if objective == "ce":
             label = logits.argmax(1)
             return lambda xa: F.cross_entropy(model(xa), label, reduction="none")
-        p_log = F.log_softmax(logits, dim=1)
-        return lambda xa: F.kl_div(F.log_softmax(model(xa), dim=1), p_log, log_target=True, reduction="none").sum(1)
+        # In float64: near delta = 0 the KL is tiny and float32 log-softmax differences lose it to rounding.
+        p_log = F.log_softmax(logits.double(), dim=1)
+        return lambda xa: F.kl_div(F.log_softmax(model(xa).double(), dim=1), p_log, log_target=True, reduction="none").sum(1)
 
 
 def validate_inputs(x: Any, name: str = "x") -> torch.Tensor:
@@ -195,10 +197,10 @@ def pgd(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     dev = model_device(model)
-    x = x.detach()
     if validate:
         x = validate_inputs(x)
         check_within_bounds(x, threat.bounds, "x")
+    x = x.detach()
     start = _start(x, threat, objective, seed)
     chunks = []
     with frozen_eval(model):
@@ -211,7 +213,9 @@ def pgd(
             for _ in range(threat.steps):
                 delta.requires_grad_(True)
                 with torch.enable_grad():
-                    (grad,) = torch.autograd.grad(obj(xb + delta).sum(), delta)
+                    value = obj(xb + delta).sum()
+                # A model with no gradient path from its input (constant output) keeps its start.
+                grad = torch.autograd.grad(value, delta)[0] if value.requires_grad else torch.zeros_like(delta)
                 delta = _project(delta.detach() + threat.alpha * _ascent(grad, threat), xb, threat)
             chunks.append(delta.detach().to(x.device))
     return torch.cat(chunks)
