@@ -12,22 +12,26 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Measure and predict transferability between neural networks.")
+app = typer.Typer(add_completion=False, help="Measure and predict transferability between neural networks.")
 console = Console()
 
 EXPERIMENTS = ("e2",)
 QUICK = dict(source_domains=("reference", "noisy", "shuffled"), architectures=("mlp", "cnn1d"), num_samples=1000, n_eval=200, n_boot=200)
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+    ctx: typer.Context,
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
 ) -> None:
     """transferlens: adversarial and knowledge transferability between neural networks."""
     if version:
         from . import __version__
 
         console.print(f"transferlens {__version__}")
+        raise typer.Exit()
+    if ctx.invoked_subcommand is None:
+        console.print(ctx.get_help())
         raise typer.Exit()
 
 

@@ -1,0 +1,110 @@
+"""End-to-end tests of the default experiment (E2) and the command line, on a reduced zoo."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from transferlens.cli import app
+from transferlens.experiments import E2Config, run_e2, write_e2
+from transferlens.experiments.e2 import METRICS
+from transferlens.training import TrainConfig
+
+TINY = dict(
+    source_domains=("reference", "shuffled"),
+    architectures=("mlp", "cnn1d"),
+    num_samples=300,
+    n_eval=60,
+    n_boot=50,
+    train=TrainConfig(epochs=3, patience=2),
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_result():
+    return run_e2(E2Config(**TINY))
+
+
+def test_run_produces_every_source_and_metric(tiny_result):
+    assert len(tiny_result.sources) == 4
+    assert {s.name for s in tiny_result.sources} == {"mlp@reference", "cnn1d@reference", "mlp@shuffled", "cnn1d@shuffled"}
+    for row in tiny_result.rows():
+        for m in METRICS:
+            assert 0.0 <= row[m] < 10.0
+        assert 0.0 <= row["probe_accuracy"] <= 1.0
+        assert row["n_used_t2s"] == 60
+
+
+def test_outputs_have_the_documented_schema(tiny_result, tmp_path):
+    paths = write_e2(tiny_result, tmp_path)
+    summary = json.loads(paths["summary"].read_text())
+    assert summary["experiment"] == "E2"
+    assert set(summary["correlations"]) == set(METRICS)
+    for m in METRICS:
+        c = summary["correlations"][m]
+        for key in ("pearson", "spearman", "kendall", "spearman_ci"):
+            assert key in c
+    assert summary["config"]["seed"] == 0 and summary["config"]["threat"]["norm"] == "l2"
+    rows = list(csv.DictReader(paths["results"].open()))
+    assert len(rows) == 4
+    for col in ("domain", "architecture", "source_accuracy", "alpha1_t2s", "alpha1_s2t", "fooling_rate_t2s", "probe_accuracy", "probe_loss", "last_layer_accuracy", "last_layer_loss"):
+        assert col in rows[0]
+    html = paths["report"].read_text()
+    assert html.count("data:image/png;base64,") == len(METRICS)
+    assert "http://" not in html and "https://" not in html
+
+
+def test_same_seed_reproduces_summary_exactly(tiny_result, tmp_path):
+    again = run_e2(E2Config(**TINY))
+    a = write_e2(tiny_result, tmp_path / "a")["summary"].read_bytes()
+    b = write_e2(again, tmp_path / "b")["summary"].read_bytes()
+    assert a == b
+
+
+def test_another_seed_changes_the_numbers(tiny_result):
+    other = run_e2(E2Config(**{**TINY, "seed": 1}))
+    assert other.rows()[0]["alpha1_t2s"] != tiny_result.rows()[0]["alpha1_t2s"]
+
+
+def test_progress_is_reported():
+    calls = []
+    run_e2(E2Config(**{**TINY, "source_domains": ("reference",), "architectures": ("mlp", "cnn1d", "mlp")}), lambda *a: calls.append(a))
+    assert calls[0][1] == 0 and calls[-1][1] == calls[-1][2] == 4
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"source_domains": ("nowhere",)}, "unknown MNIST-1D domain"),
+        ({"architectures": ("cnn2d",)}, "does not fit MNIST-1D"),
+        ({"preset": "magic"}, "unknown preset"),
+        ({"source_domains": ("reference",), "architectures": ("mlp",)}, "at least 3 sources"),
+        ({"n_eval": 2}, "n_eval"),
+    ],
+)
+def test_config_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        E2Config(**kwargs)
+
+
+def test_cli_quick_run_writes_outputs(tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", "--quick", "--out", str(out), "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    assert "alpha1_t2s" in result.output and "report" in result.output
+    for name in ("results.csv", "summary.json", "report.html"):
+        assert (out / name).is_file()
+    assert json.loads((out / "summary.json").read_text())["config"]["seed"] == 3
+
+
+def test_cli_rejects_bad_input(tmp_path):
+    runner = CliRunner()
+    bad = runner.invoke(app, ["run", "nonsense", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "unknown experiment" in bad.output
+    bad = runner.invoke(app, ["run", "--preset", "magic", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "unknown preset" in bad.output
+    assert runner.invoke(app, ["--version"]).output.startswith("transferlens ")
