@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -33,8 +34,8 @@ class TrainConfig:
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
         check_positive(self.lr, "lr")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not math.isfinite(self.weight_decay) or self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
 
@@ -116,6 +117,10 @@ def fit(
             opt.step()
             total += float(loss.detach()) * len(idx)
         train_loss = total / len(order)
+        if not math.isfinite(train_loss):
+            raise ValueError(
+                f"training on task {task.name!r} diverged (loss {train_loss}) in epoch {epoch}; lower lr or check the data"
+            )
         model.eval()
         with torch.no_grad():
             val_loss = float(F.cross_entropy(model(x_val), y_val))

@@ -30,14 +30,15 @@ class FeatureModel(nn.Module):
         head = self.head
         if isinstance(head, nn.Linear):
             return head.in_features
-        raise AttributeError("feature_dim is only known when the head is an nn.Linear")
+        # TypeError, not AttributeError: nn.Module.__getattr__ would swallow the message.
+        raise TypeError("feature_dim is only known when the head is an nn.Linear")
 
     @property
     def num_outputs(self) -> int:
         head = self.head
         if isinstance(head, nn.Linear):
             return head.out_features
-        raise AttributeError("num_outputs is only known when the head is an nn.Linear")
+        raise TypeError("num_outputs is only known when the head is an nn.Linear")
 
 
 class WrappedModel(FeatureModel):
