@@ -1,0 +1,126 @@
+"""Small helpers shared by the benchmark scripts (plain scripts, run as ``python benchmarks/bench_*.py``).
+
+Conventions (see /work/shared/spec/performance.md): every benchmark measures a baseline in the same run
+and reports a ratio; human-readable lines go first, and the LAST lines printed are one JSON object per
+benchmark. A missed target is reported ("MISSED TARGET") but never turns into a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Callable
+
+_RESULTS: list[dict[str, Any]] = []
+
+
+def say(msg: str) -> None:
+    """A human-readable progress line (flushed, so it shows while running)."""
+    print(msg, flush=True)
+
+
+def _cpu_by_pid() -> dict[int, float]:
+    """CPU seconds (user + system) used so far by every live process except this one (Linux /proc)."""
+    me, out = os.getpid(), {}
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    try:
+        pids = [int(d) for d in os.listdir("/proc") if d.isdigit()]
+    except OSError:
+        return out
+    for pid in pids:
+        if pid == me:
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+class Contention:
+    """Watch how busy the rest of the machine is while a benchmark runs.
+
+    With torch's default threads (one per core) a busy machine makes small ops wait on descheduled
+    threads, which slows per-sample loops far more than batched code: ratios measured then are not
+    trustworthy. ``report()`` prints the average number of cores other processes kept busy (a lower
+    bound: processes that ended during the run are missed) and warns when that exceeds ``warn_cores``.
+    """
+
+    def __init__(self, warn_cores: float = 0.25) -> None:
+        self.warn_cores = warn_cores
+        self.t0, self.c0 = time.perf_counter(), _cpu_by_pid()
+        load = os.getloadavg()[0]
+        cores = os.cpu_count() or 1
+        say(f"machine: {cores} cores, load average {load:.2f} before start")
+        if load > 0.5 * cores:
+            say(f"WARNING: load average {load:.2f} on {cores} cores before start; timings may be distorted")
+
+    def report(self) -> float:
+        # Processes alive at the end: CPU used since the start (all of it for those started since).
+        # Processes that ended meanwhile are not seen, so this is a lower bound.
+        c1 = _cpu_by_pid()
+        used = sum(max(0.0, c - self.c0.get(pid, 0.0)) for pid, c in c1.items())
+        busy = used / max(time.perf_counter() - self.t0, 1e-9)
+        say(f"other processes kept {busy:.2f} cores busy on average during the run")
+        if busy > self.warn_cores:
+            say(f"WARNING: other processes used {busy:.2f} cores during the run; timings and ratios may be distorted")
+        return busy
+
+
+def time_once(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Wall time (``time.perf_counter``) of one call, and its return value."""
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float], Any]:
+    """Minimum wall time over ``repeats`` calls, all the times, and the last return value."""
+    times, out = [], None
+    for _ in range(repeats):
+        t, out = time_once(fn)
+        times.append(t)
+    return min(times), times, out
+
+
+def best_of_interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """Time several callables round-robin (``a b a b ...``) so machine noise hits them alike; all times."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            times[k].append(time_once(fn)[0])
+    return times
+
+
+def record(benchmark: str, *, ratio: float, target: float, target_kind: str, **fields: Any) -> dict[str, Any]:
+    """Check ``ratio`` against ``target`` (``target_kind`` "min": ratio >= target; "max": ratio <= target),
+    print a PASS / MISSED TARGET line, and keep the JSON record for :func:`emit`.
+
+    A field ``passed`` given by the caller (e.g. to fold in an accuracy check) is and-ed with the ratio check.
+    """
+    if target_kind not in ("min", "max"):
+        raise ValueError(f"target_kind must be 'min' or 'max', got {target_kind!r}")
+    ok = ratio >= target if target_kind == "min" else ratio <= target
+    passed = bool(ok and fields.pop("passed", True))
+    rec = {"benchmark": benchmark, "ratio": round(float(ratio), 4), "target": target, "target_kind": target_kind}
+    rec.update(fields)
+    rec["passed"] = passed
+    op = ">=" if target_kind == "min" else "<="
+    if passed:
+        say(f"PASS {benchmark}: ratio {ratio:.3g} (target {op} {target})")
+    else:
+        why = "" if ok else f"ratio {ratio:.3g}, target {op} {target}"
+        extra = fields.get("failure")
+        say(f"MISSED TARGET {benchmark}: " + "; ".join(s for s in (why, extra) if s))
+    _RESULTS.append(rec)
+    return rec
+
+
+def emit(**extra: Any) -> None:
+    """Print every recorded benchmark as one JSON object per line (the last lines of the output);
+    ``extra`` fields (e.g. the measured contention) are added to each."""
+    for rec in _RESULTS:
+        print(json.dumps({**rec, **extra}), flush=True)
