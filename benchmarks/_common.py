@@ -1,6 +1,6 @@
 """Small helpers shared by the benchmark scripts (plain scripts, run as ``python benchmarks/bench_*.py``).
 
-Conventions (see /work/shared/spec/performance.md): every benchmark measures a baseline in the same run
+Conventions (targets: README, "Benchmarks"): every benchmark measures a baseline in the same run
 and reports a ratio; human-readable lines go first, and the LAST lines printed are one JSON object per
 benchmark. A missed target is reported ("MISSED TARGET") but never turns into a non-zero exit code.
 """

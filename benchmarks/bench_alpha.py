@@ -1,6 +1,6 @@
 """Benchmark the alpha metrics (``transferlens.adversarial.transferability``) on an MNIST-1D CNN pair.
 
-Targets (/work/shared/spec/performance.md), 2-core CPU, N=1000, PGD-10, "paper" preset (ce objective):
+Targets (README, "Benchmarks"), 2-core CPU, N=1000, PGD-10, "paper" preset (ce objective):
 
 * alpha_batched_vs_per_sample: the default batched call is >= 20x faster than the same computation one
   sample at a time (``batch_size=1``, as the published scripts do), with equal metrics (max abs diff <= 1e-5);
