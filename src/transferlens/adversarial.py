@@ -172,7 +172,7 @@ def _frob(m: np.ndarray, squared: bool) -> float:
     return v * v if squared else v
 
 
-def _direction(name, dev_aa, dev_ab, dev_bb, keep, tol, squared, success) -> DirectionResult:
+def direction_metrics(name, dev_aa, dev_ab, dev_bb, keep, tol, squared, success) -> DirectionResult:
     """Alpha metrics of the attack crafted on ``a``: ``dev_aa = Delta_{a->a}``, ``dev_ab = Delta_{a->b}``,
     ``dev_bb = Delta_{b->b}`` (the denominator of alpha1); arrays (N, m), (N, d), (N, d) in float64."""
     n_aa, n_ab, n_bb = (np.linalg.norm(d, axis=1) for d in (dev_aa, dev_ab, dev_bb))
@@ -308,8 +308,8 @@ def transferability(
             succ_s2t = _success(cat["s_clean_pred"], cat["s_adv_s_pred"], cat["t_clean_pred"], cat["t_adv_s_pred"], y)
             succ_t2s = _success(cat["t_clean_pred"], cat["t_adv_t_pred"], cat["s_clean_pred"], cat["s_adv_t_pred"], y)
 
-    s2t = _direction("s2t", dev["s2s"], dev["s2t"], dev["t2t"], keep, tol, squared, succ_s2t)
-    t2s = _direction("t2s", dev["t2t"], dev["t2s"], dev["s2s"], keep, tol, squared, succ_t2s)
+    s2t = direction_metrics("s2t", dev["s2s"], dev["s2t"], dev["t2t"], keep, tol, squared, succ_s2t)
+    t2s = direction_metrics("t2s", dev["t2t"], dev["t2s"], dev["s2s"], keep, tol, squared, succ_t2s)
     options = {
         "preset": preset,
         "threat": threat.to_dict(),

@@ -1,0 +1,347 @@
+"""Exact (Jacobian) transferability for small differentiable models ``R^n -> R^d``.
+
+The theory's attack on model ``f`` at ``x`` moves along the top right-singular vector ``v_f(x)`` of the
+Jacobian ``J_f(x)`` (``level=k`` uses the (k+1)-th one, an ablation). With it:
+
+* ``Delta_{S->S} = J_S v_S``, ``Delta_{S->T} = J_T v_S``, ``Delta_{T->T} = J_T v_T`` (norm ``sigma_k(J_T)``);
+* ``alpha1^{S->T}(x) = ||J_T v_S|| / sigma_k(J_T)`` (``sigma_max`` at level 0); alpha2 and combined as in
+  :mod:`transferlens.adversarial`, from the same deviations; symmetrically for T->S.
+* gradient matching: ``A* = E[J_T J_S^T] (E[J_S J_S^T])^+``, distance ``sqrt(E ||J_T - A* J_S||_F^2)``
+  (``s2t``: S's Jacobians mapped onto T's; ``t2s`` the reverse);
+* function matching: ``min_{A,b} sqrt(E ||f_T(x) - A f_S(x) - b||^2)`` in closed form (least squares).
+
+Jacobians come from ``torch.func`` (``vmap`` of ``jacrev``, or ``jacfwd`` when ``n < d``), chunk by chunk,
+so memory holds one chunk of Jacobians at a time; everything is computed in float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._torch import frozen_eval, model_device
+from ._validate import check_positive, model_outputs_2d
+from .adversarial import DIRECTIONS, DirectionResult, direction_metrics
+from .attacks import OUTPUTS, ThreatModel, model_output, pgd, validate_inputs
+
+
+def _check_model_and_input(model: nn.Module, x: torch.Tensor, name: str, output: str) -> int:
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    with frozen_eval(model):
+        out = model_outputs_2d(model, x[:2].to(model_device(model)), name)
+        if output != "logits":
+            out = model_output(model, x[:2].to(model_device(model)), output)
+    return int(out.shape[1])
+
+
+def _jacobian_chunks(
+    model: nn.Module, x: torch.Tensor, output: str, chunk_size: int, name: str
+) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+    """Yield ``(rows, outputs (B, d), jacobians (B, d, n))`` in float64 for consecutive chunks of ``x``."""
+    from torch.func import jacfwd, jacrev, vmap
+
+    dev = model_device(model)
+    n = int(np.prod(x.shape[1:]))
+    d = _check_model_and_input(model, x, name, output)
+    shape = x.shape[1:]
+
+    def f(xi: torch.Tensor) -> torch.Tensor:
+        y = model_output(model, xi.reshape(1, *shape), output)[0]
+        return y, y
+
+    jac = jacfwd(f, has_aux=True) if n < d else jacrev(f, has_aux=True)
+    with frozen_eval(model):
+        for i in range(0, len(x), chunk_size):
+            xb = x[i : i + chunk_size].to(dev).reshape(-1, n)
+            try:
+                j, out = vmap(jac)(xb)
+            except RuntimeError as exc:
+                raise ValueError(
+                    f"{name}: could not differentiate the model's output with torch.func ({exc}). Exact metrics "
+                    "need a differentiable model made of standard torch operations"
+                ) from exc
+            j, out = j.detach().double(), out.detach().double()
+            if not (bool(torch.isfinite(j).all()) and bool(torch.isfinite(out).all())):
+                raise ValueError(
+                    f"{name} has NaN/Inf in its outputs or Jacobians (overflow?) on inputs {i}..{i + len(xb) - 1}; "
+                    "rescale the inputs or use a float64 model"
+                )
+            yield slice(i, i + len(xb)), out.cpu(), j.reshape(len(xb), out.shape[1], n).cpu()
+
+
+def _validate(source: nn.Module, target: nn.Module | None, x: Any, level: int, chunk_size: int) -> torch.Tensor:
+    for m, name in ((source, "source"), (target, "target")):
+        if m is not None and not isinstance(m, nn.Module):
+            raise TypeError(f"{name} must be a torch.nn.Module, got {type(m).__name__}")
+    x = validate_inputs(x)
+    if not isinstance(level, int) or isinstance(level, bool) or level < 0:
+        raise ValueError(f"level must be an integer >= 0, got {level!r}")
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+    return x.detach()
+
+
+def _check_level(level: int, n: int, d: int, name: str) -> None:
+    if level >= min(n, d):
+        raise ValueError(
+            f"level={level} needs at least {level + 1} singular values, but the {name} Jacobian is {d} x {n} "
+            f"(min(n, d) = {min(n, d)}); use level < {min(n, d)}"
+        )
+
+
+def jacobians(model: nn.Module, x: torch.Tensor, *, output: str = "logits", chunk_size: int = 1024) -> torch.Tensor:
+    """Per-sample Jacobians ``(N, d, n)`` (float64) of the model's output w.r.t. its flattened input."""
+    x = _validate(model, None, x, 0, chunk_size)
+    return torch.cat([j for _, _, j in _jacobian_chunks(model, x, output, chunk_size, "model")])
+
+
+def _svd(j: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top ``k`` singular values ``(B, k)`` and right-singular vectors ``(B, k, n)`` of ``j`` (B, d, n).
+
+    Through the eigendecomposition of the smaller Gram matrix (``J J^T`` when d <= n): a batch of tiny
+    symmetric eigenproblems is several times cheaper than a batched SVD. When d <= n the vectors are
+    ``v_i = J^T u_i / sigma_i``; a vector whose singular value vanishes is returned as 0 (its sample is
+    degenerate and excluded by the metrics).
+    """
+    d, n = j.shape[1], j.shape[2]
+    if n < d:
+        lam, vecs = torch.linalg.eigh(j.transpose(1, 2) @ j)
+        lam, v = lam.flip(1)[:, :k], vecs.flip(2)[:, :, :k].transpose(1, 2)
+        return lam.clamp_min(0).sqrt(), v
+    lam, u = torch.linalg.eigh(j @ j.transpose(1, 2))
+    lam, u = lam.flip(1)[:, :k].clamp_min(0), u.flip(2)[:, :, :k]
+    sigma = lam.sqrt()
+    v = (j.transpose(1, 2) @ u).transpose(1, 2)  # (B, k, n), rows have norm sigma_i
+    scale = torch.where(sigma > 0, 1.0 / sigma.clamp_min(1e-300), torch.zeros_like(sigma))
+    return sigma, v * scale.unsqueeze(2)
+
+
+def singular_directions(
+    model: nn.Module, x: torch.Tensor, k: int = 1, *, output: str = "logits", chunk_size: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` singular values ``(N, k)`` and right-singular vectors ``(N, k, n)`` of each sample's Jacobian.
+
+    The sign of each vector is arbitrary (as for any SVD); no metric here depends on it.
+    """
+    x = _validate(model, None, x, max(k - 1, 0), chunk_size)
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    values, vectors = [], []
+    for _, out, j in _jacobian_chunks(model, x, output, chunk_size, "model"):
+        _check_level(k - 1, j.shape[2], j.shape[1], "model")
+        s, v = _svd(j, k)
+        values.append(s)
+        vectors.append(v)
+    return torch.cat(values), torch.cat(vectors)
+
+
+def exact_attack(model: nn.Module, x: torch.Tensor, eps: float, *, level: int = 0, output: str = "logits", chunk_size: int = 1024) -> torch.Tensor:
+    """The theory's attack: ``delta = eps * v_level(x)`` (shape of ``x``), the l2 step along a right-singular vector."""
+    check_positive(eps, "eps")
+    _, v = singular_directions(model, x, level + 1, output=output, chunk_size=chunk_size)
+    x = torch.as_tensor(x)
+    return (eps * v[:, level, :]).reshape(x.shape).to(x.dtype)
+
+
+@dataclass(frozen=True)
+class MatchingDistance:
+    """A matching distance in one direction; ``relative`` divides by the RMS size of what is matched."""
+
+    direction: str
+    distance: float
+    relative: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"direction": self.direction, "distance": self.distance, "relative": self.relative}
+
+
+@dataclass(frozen=True)
+class ExactTransferability:
+    """Exact alphas (both directions), gradient- and function-matching distances, and the options used."""
+
+    s2t: DirectionResult
+    t2s: DirectionResult
+    gradient_matching: dict[str, MatchingDistance]
+    function_matching: dict[str, MatchingDistance]
+    n: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> float:
+        metric, _, direction = key.rpartition("_")
+        if direction in DIRECTIONS and metric in ("alpha1", "alpha2", "combined"):
+            return float(getattr(getattr(self, direction), metric))
+        if direction in DIRECTIONS and metric in ("grad_match", "func_match"):
+            table = self.gradient_matching if metric == "grad_match" else self.function_matching
+            return table[direction].distance
+        raise KeyError(f"{key!r}; use METRIC_DIRECTION with METRIC in alpha1/alpha2/combined/grad_match/func_match")
+
+    def metrics(self) -> dict[str, float]:
+        names = ("alpha1", "alpha2", "combined", "grad_match", "func_match")
+        return {f"{m}_{d}": self[f"{m}_{d}"] for d in DIRECTIONS for m in names}
+
+    def to_dict(self, samples: bool = False) -> dict[str, Any]:
+        return {
+            "metrics": self.metrics(),
+            "s2t": self.s2t.to_dict(samples),
+            "t2s": self.t2s.to_dict(samples),
+            "gradient_matching": {k: v.to_dict() for k, v in self.gradient_matching.items()},
+            "function_matching": {k: v.to_dict() for k, v in self.function_matching.items()},
+            "n": self.n,
+            "options": self.options,
+        }
+
+
+class _Moments:
+    """Streaming sums for the optimal affine map between two models' Jacobians (``a`` mapped onto ``b``)."""
+
+    def __init__(self) -> None:
+        self.ba = self.aa = None
+        self.bb = 0.0
+
+    def add(self, ja: torch.Tensor, jb: torch.Tensor) -> None:
+        ba = torch.einsum("bin,bjn->ij", jb, ja)
+        aa = torch.einsum("bin,bjn->ij", ja, ja)
+        self.ba = ba if self.ba is None else self.ba + ba
+        self.aa = aa if self.aa is None else self.aa + aa
+        self.bb += float((jb * jb).sum())
+
+    def distance(self, n: int, direction: str) -> MatchingDistance:
+        a_star = self.ba @ torch.linalg.pinv(self.aa, hermitian=True)
+        # E||J_b - A J_a||^2 = E||J_b||^2 - 2 tr(A E[J_a J_b^T]) + tr(A E[J_a J_a^T] A^T)
+        sq = self.bb - 2 * float(torch.trace(a_star @ self.ba.T)) + float(torch.trace(a_star @ self.aa @ a_star.T))
+        sq = max(sq, 0.0) / n
+        scale = self.bb / n
+        return MatchingDistance(direction, float(np.sqrt(sq)), float(np.sqrt(sq / scale)) if scale > 0 else 0.0)
+
+
+def _function_matching(fa: torch.Tensor, fb: torch.Tensor, direction: str) -> MatchingDistance:
+    """Least squares ``fb ~ A fa + b`` on all samples; RMS residual norm."""
+    design = torch.cat([fa, torch.ones(len(fa), 1, dtype=fa.dtype)], dim=1)
+    coef = torch.linalg.lstsq(design, fb, driver="gelsd").solution
+    resid = fb - design @ coef
+    sq = float((resid * resid).sum(1).mean())
+    centred = fb - fb.mean(0)
+    scale = float((centred * centred).sum(1).mean())
+    return MatchingDistance(direction, float(np.sqrt(sq)), float(np.sqrt(sq / scale)) if scale > 0 else 0.0)
+
+
+def exact_transferability(
+    source: nn.Module,
+    target: nn.Module,
+    x: torch.Tensor,
+    *,
+    level: int = 0,
+    output: str = "logits",
+    squared: bool = False,
+    tol: float = 1e-10,
+    chunk_size: int = 1024,
+) -> ExactTransferability:
+    """Exact alpha metrics both ways, plus gradient- and function-matching distances, on inputs ``x``.
+
+    ``level`` picks the singular vector used as the attack direction for both models (0 = largest).
+    Samples whose singular value at ``level`` is ``<= tol`` (for either model) are excluded and counted.
+    ``squared`` reports alpha2 and combined as squared Frobenius norms (as the ``paper`` preset does).
+    """
+    x = _validate(source, target, x, level, chunk_size)
+    check_positive(tol, "tol")
+    n_in = int(np.prod(x.shape[1:]))
+    dev = {k: [] for k in ("s2s", "s2t", "t2t", "t2s")}
+    f_s, f_t = [], []
+    mom_st, mom_ts = _Moments(), _Moments()
+    for (rows, out_s, j_s), (_, out_t, j_t) in zip(
+        _jacobian_chunks(source, x, output, chunk_size, "source"), _jacobian_chunks(target, x, output, chunk_size, "target")
+    ):
+        _check_level(level, n_in, j_s.shape[1], "source")
+        _check_level(level, n_in, j_t.shape[1], "target")
+        _, v_s = _svd(j_s, level + 1)
+        _, v_t = _svd(j_t, level + 1)
+        v_s, v_t = v_s[:, level, :], v_t[:, level, :]
+        dev["s2s"].append(torch.einsum("bdn,bn->bd", j_s, v_s))
+        dev["s2t"].append(torch.einsum("bdn,bn->bd", j_t, v_s))
+        dev["t2t"].append(torch.einsum("bdn,bn->bd", j_t, v_t))
+        dev["t2s"].append(torch.einsum("bdn,bn->bd", j_s, v_t))
+        mom_st.add(j_s, j_t)
+        mom_ts.add(j_t, j_s)
+        f_s.append(out_s)
+        f_t.append(out_t)
+    d = {k: torch.cat(v).numpy() for k, v in dev.items()}
+    keep = np.ones(len(x), dtype=bool)
+    s2t = direction_metrics("s2t", d["s2s"], d["s2t"], d["t2t"], keep, tol, squared, None)
+    t2s = direction_metrics("t2s", d["t2t"], d["t2s"], d["s2s"], keep, tol, squared, None)
+    fs, ft = torch.cat(f_s), torch.cat(f_t)
+    return ExactTransferability(
+        s2t=s2t,
+        t2s=t2s,
+        gradient_matching={"s2t": mom_st.distance(len(x), "s2t"), "t2s": mom_ts.distance(len(x), "t2s")},
+        function_matching={"s2t": _function_matching(fs, ft, "s2t"), "t2s": _function_matching(ft, fs, "t2s")},
+        n=len(x),
+        options={"level": level, "output": output, "squared": squared, "tol": tol, "chunk_size": chunk_size, "attack": "exact"},
+    )
+
+
+@dataclass(frozen=True)
+class ConsistencyCheck:
+    """Attack-based (deviation objective, l2 PGD) vs exact alphas for decreasing eps."""
+
+    eps: tuple[float, ...]
+    max_abs_diff: tuple[float, ...]
+    attack_metrics: tuple[dict[str, float], ...]
+    exact_metrics: dict[str, float]
+    steps: int
+
+    @property
+    def converges(self) -> bool:
+        """The disagreement at the smallest eps is below 1e-2 and no larger than at the largest eps."""
+        return self.max_abs_diff[-1] < 1e-2 and self.max_abs_diff[-1] <= self.max_abs_diff[0] + 1e-12
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "eps": list(self.eps),
+            "max_abs_diff": list(self.max_abs_diff),
+            "attack_metrics": list(self.attack_metrics),
+            "exact_metrics": self.exact_metrics,
+            "steps": self.steps,
+            "converges": self.converges,
+        }
+
+
+def check_consistency(
+    source: nn.Module,
+    target: nn.Module,
+    x: torch.Tensor,
+    *,
+    eps: tuple[float, ...] = (1e-1, 1e-2, 1e-3),
+    steps: int = 100,
+    step_multiplier: float = 10.0,
+    output: str = "logits",
+    seed: int = 0,
+) -> ConsistencyCheck:
+    """Compare :func:`transferlens.transferability` (deviation objective, l2) with the exact alphas.
+
+    As ``eps -> 0`` the model is linear in the ball, PGD on the deviation objective becomes a power
+    iteration on ``J^T J`` and the attack-based alphas converge to the exact ones. The step size is
+    ``step_multiplier * eps``: a long step followed by the projection makes each PGD step a full power
+    iteration (the default ``2.5 * eps / steps`` converges far more slowly). Samples whose top two singular
+    values are close converge slowest. Use float64 models for the smallest radii. Returns the largest
+    absolute difference over the six alpha metrics at each eps.
+    """
+    check_positive(step_multiplier, "step_multiplier")
+    from .adversarial import transferability
+
+    exact = exact_transferability(source, target, x, output=output)
+    keys = [f"{m}_{d}" for d in DIRECTIONS for m in ("alpha1", "alpha2", "combined")]
+    ex = {k: exact[k] for k in keys}
+    diffs, attacked = [], []
+    for e in eps:
+        r = transferability(
+            source, target, x, preset="theory", threat=ThreatModel(norm="l2", eps=e, steps=steps, step_size=step_multiplier * e), output=output, seed=seed, tol=1e-300
+        )
+        m = {k: r[k] for k in keys}
+        attacked.append(m)
+        diffs.append(max(abs(m[k] - ex[k]) for k in keys))
+    return ConsistencyCheck(tuple(eps), tuple(diffs), tuple(attacked), ex, steps)
