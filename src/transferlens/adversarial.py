@@ -172,22 +172,30 @@ def _frob(m: np.ndarray, squared: bool) -> float:
     return v * v if squared else v
 
 
+def _row_norms(a: np.ndarray) -> np.ndarray:
+    """Euclidean norm of each row, scaled first so that tiny (or huge) rows neither underflow nor overflow."""
+    scale = np.abs(a).max(axis=1)
+    safe = np.where(scale > 0, scale, 1.0)
+    return scale * np.linalg.norm(a / safe[:, None], axis=1)
+
+
 def direction_metrics(name, dev_aa, dev_ab, dev_bb, keep, tol, squared, success) -> DirectionResult:
     """Alpha metrics of the attack crafted on ``a``: ``dev_aa = Delta_{a->a}``, ``dev_ab = Delta_{a->b}``,
     ``dev_bb = Delta_{b->b}`` (the denominator of alpha1); arrays (N, m), (N, d), (N, d) in float64."""
-    n_aa, n_ab, n_bb = (np.linalg.norm(d, axis=1) for d in (dev_aa, dev_ab, dev_bb))
+    n_aa, n_ab, n_bb = (_row_norms(d) for d in (dev_aa, dev_ab, dev_bb))
     degenerate = keep & ((n_bb <= tol) | (n_aa <= tol))
     used = keep & ~degenerate
     idx = np.flatnonzero(used)
     if len(idx) == 0:
         raise ValueError(
             f"no sample left to measure the {name} direction: {int((~keep).sum())} filtered out, "
-            f"{int(degenerate.sum())} with a reference deviation <= tol={tol:g}. Increase eps, lower tol, "
-            "or turn off correct_only"
+            f"{int(degenerate.sum())} with a reference deviation <= tol={tol:g}. Increase eps (attacks), pick a "
+            "lower level (exact metrics), lower tol, or turn off correct_only"
         )
     a1 = n_ab[idx] / n_bb[idx]
     u = dev_aa[idx] / n_aa[idx, None]
-    v = dev_ab[idx] / np.maximum(n_ab[idx], 1e-300)[:, None]  # a zero transferred deviation contributes 0
+    nab = n_ab[idx]
+    v = np.divide(dev_ab[idx], nab[:, None], out=np.zeros_like(dev_ab[idx]), where=nab[:, None] > 0)  # 0 contributes 0
     m = u.T @ v / len(idx)
     w = (u * a1[:, None]).T @ v / len(idx)
     return DirectionResult(

@@ -3,9 +3,11 @@
 The theory's attack on model ``f`` at ``x`` moves along the top right-singular vector ``v_f(x)`` of the
 Jacobian ``J_f(x)`` (``level=k`` uses the (k+1)-th one, an ablation). With it:
 
-* ``Delta_{S->S} = J_S v_S``, ``Delta_{S->T} = J_T v_S``, ``Delta_{T->T} = J_T v_T`` (norm ``sigma_k(J_T)``);
-* ``alpha1^{S->T}(x) = ||J_T v_S|| / sigma_k(J_T)`` (``sigma_max`` at level 0); alpha2 and combined as in
-  :mod:`transferlens.adversarial`, from the same deviations; symmetrically for T->S.
+* ``Delta_{S->S} = J_S v_S``, ``Delta_{S->T} = J_T v_S``;
+* ``alpha1^{S->T}(x) = ||J_T v_S|| / sigma_max(J_T)``: the denominator is always the target's own worst
+  case, also when ``level > 0`` (so at zero deviation the ablation gives ``sigma_{k+1} / sigma_max``);
+  alpha2 and combined as in :mod:`transferlens.adversarial`, from ``Delta_{S->S}`` and ``Delta_{S->T}``;
+  symmetrically for T->S.
 * gradient matching: ``A* = E[J_T J_S^T] (E[J_S J_S^T])^+``, distance ``sqrt(E ||J_T - A* J_S||_F^2)``
   (``s2t``: S's Jacobians mapped onto T's; ``t2s`` the reverse);
 * function matching: ``min_{A,b} sqrt(E ||f_T(x) - A f_S(x) - b||^2)`` in closed form (least squares).
@@ -16,6 +18,7 @@ so memory holds one chunk of Jacobians at a time; everything is computed in floa
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -103,22 +106,27 @@ def jacobians(model: nn.Module, x: torch.Tensor, *, output: str = "logits", chun
 def _svd(j: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top ``k`` singular values ``(B, k)`` and right-singular vectors ``(B, k, n)`` of ``j`` (B, d, n).
 
-    Through the eigendecomposition of the smaller Gram matrix (``J J^T`` when d <= n): a batch of tiny
-    symmetric eigenproblems is several times cheaper than a batched SVD. When d <= n the vectors are
-    ``v_i = J^T u_i / sigma_i``; a vector whose singular value vanishes is returned as 0 (its sample is
-    degenerate and excluded by the metrics).
+    Through the eigendecomposition of the smaller Gram matrix: a batch of tiny symmetric eigenproblems is
+    several times cheaper than a batched SVD. When d <= n the left vectors ``u_i`` come from ``J J^T`` and
+    ``sigma_i = ||J^T u_i||``, ``v_i = J^T u_i / sigma_i`` (taking the norm of ``J^T u_i`` rather than the
+    square root of the eigenvalue keeps tiny singular values tiny instead of ``sqrt(rounding)``). Singular
+    values below the numerical-rank cut-off ``max(d, n) * eps * sigma_max`` are returned as 0 with a zero
+    vector (such samples are degenerate at that level and excluded by the metrics).
     """
     d, n = j.shape[1], j.shape[2]
     if n < d:
-        lam, vecs = torch.linalg.eigh(j.transpose(1, 2) @ j)
-        lam, v = lam.flip(1)[:, :k], vecs.flip(2)[:, :, :k].transpose(1, 2)
-        return lam.clamp_min(0).sqrt(), v
-    lam, u = torch.linalg.eigh(j @ j.transpose(1, 2))
-    lam, u = lam.flip(1)[:, :k].clamp_min(0), u.flip(2)[:, :, :k]
-    sigma = lam.sqrt()
-    v = (j.transpose(1, 2) @ u).transpose(1, 2)  # (B, k, n), rows have norm sigma_i
-    scale = torch.where(sigma > 0, 1.0 / sigma.clamp_min(1e-300), torch.zeros_like(sigma))
-    return sigma, v * scale.unsqueeze(2)
+        _, vecs = torch.linalg.eigh(j.transpose(1, 2) @ j)
+        v = vecs.flip(2)[:, :, :k].transpose(1, 2)  # (B, k, n), unit rows
+        return (j @ v.transpose(1, 2)).norm(dim=1), v
+    _, u = torch.linalg.eigh(j @ j.transpose(1, 2))
+    v = (j.transpose(1, 2) @ u.flip(2)[:, :, :k]).transpose(1, 2)  # (B, k, n), rows have norm sigma_i
+    sigma = v.norm(dim=2)
+    # Below the numerical rank cut-off (as in pinv) J^T u_i is rounding noise that points along the top
+    # singular vector; such a direction is returned as 0 rather than normalised into a fake unit vector.
+    cutoff = max(d, n) * torch.finfo(j.dtype).eps * sigma[:, :1]
+    rank_ok = sigma > cutoff
+    scale = torch.where(rank_ok, 1.0 / sigma.clamp_min(1e-300), torch.zeros_like(sigma))
+    return torch.where(rank_ok, sigma, torch.zeros_like(sigma)), v * scale.unsqueeze(2)
 
 
 def singular_directions(
@@ -143,6 +151,8 @@ def singular_directions(
 def exact_attack(model: nn.Module, x: torch.Tensor, eps: float, *, level: int = 0, output: str = "logits", chunk_size: int = 1024) -> torch.Tensor:
     """The theory's attack: ``delta = eps * v_level(x)`` (shape of ``x``), the l2 step along a right-singular vector."""
     check_positive(eps, "eps")
+    if not isinstance(level, int) or isinstance(level, bool) or level < 0:
+        raise ValueError(f"level must be an integer >= 0, got {level!r}")
     _, v = singular_directions(model, x, level + 1, output=output, chunk_size=chunk_size)
     x = torch.as_tensor(x)
     return (eps * v[:, level, :]).reshape(x.shape).to(x.dtype)
@@ -230,6 +240,17 @@ def _function_matching(fa: torch.Tensor, fb: torch.Tensor, direction: str) -> Ma
     return MatchingDistance(direction, float(np.sqrt(sq)), float(np.sqrt(sq / scale)) if scale > 0 else 0.0)
 
 
+def _paired_chunks(source, target, x, output, chunk_size):
+    """Source and target chunks side by side; both generators are closed (their model states restored) on exit."""
+    gs = _jacobian_chunks(source, x, output, chunk_size, "source")
+    gt = _jacobian_chunks(target, x, output, chunk_size, "target")
+    try:
+        yield from zip(gs, gt)
+    finally:
+        gt.close()
+        gs.close()
+
+
 def exact_transferability(
     source: nn.Module,
     target: nn.Module,
@@ -243,36 +264,42 @@ def exact_transferability(
 ) -> ExactTransferability:
     """Exact alpha metrics both ways, plus gradient- and function-matching distances, on inputs ``x``.
 
-    ``level`` picks the singular vector used as the attack direction for both models (0 = largest).
-    Samples whose singular value at ``level`` is ``<= tol`` (for either model) are excluded and counted.
+    ``level`` picks the singular vector used as the attack direction for both models (0 = largest); alpha1
+    always divides by the other model's largest singular value. Samples whose singular value at ``level``
+    (of the attacked model) or whose largest singular value (of the other) is ``<= tol`` are excluded and
+    counted.
     ``squared`` reports alpha2 and combined as squared Frobenius norms (as the ``paper`` preset does).
     """
     x = _validate(source, target, x, level, chunk_size)
     check_positive(tol, "tol")
     n_in = int(np.prod(x.shape[1:]))
-    dev = {k: [] for k in ("s2s", "s2t", "t2t", "t2s")}
+    dev: dict[str, list[torch.Tensor]] = {k: [] for k in ("s2s", "s2t", "t2t", "t2s", "s_top", "t_top")}
     f_s, f_t = [], []
     mom_st, mom_ts = _Moments(), _Moments()
-    for (rows, out_s, j_s), (_, out_t, j_t) in zip(
-        _jacobian_chunks(source, x, output, chunk_size, "source"), _jacobian_chunks(target, x, output, chunk_size, "target")
-    ):
-        _check_level(level, n_in, j_s.shape[1], "source")
-        _check_level(level, n_in, j_t.shape[1], "target")
-        _, v_s = _svd(j_s, level + 1)
-        _, v_t = _svd(j_t, level + 1)
-        v_s, v_t = v_s[:, level, :], v_t[:, level, :]
-        dev["s2s"].append(torch.einsum("bdn,bn->bd", j_s, v_s))
-        dev["s2t"].append(torch.einsum("bdn,bn->bd", j_t, v_s))
-        dev["t2t"].append(torch.einsum("bdn,bn->bd", j_t, v_t))
-        dev["t2s"].append(torch.einsum("bdn,bn->bd", j_s, v_t))
-        mom_st.add(j_s, j_t)
-        mom_ts.add(j_t, j_s)
-        f_s.append(out_s)
-        f_t.append(out_t)
+    # The outer context restores both models even when source is target (the generators' own contexts
+    # close in an order that would otherwise leave the shared model frozen).
+    with frozen_eval(source, target), closing(_paired_chunks(source, target, x, output, chunk_size)) as chunks:
+        for (rows, out_s, j_s), (_, out_t, j_t) in chunks:
+            _check_level(level, n_in, j_s.shape[1], "source")
+            _check_level(level, n_in, j_t.shape[1], "target")
+            _, vs = _svd(j_s, level + 1)
+            _, vt = _svd(j_t, level + 1)
+            v_s, v_t = vs[:, level, :], vt[:, level, :]
+            dev["s2s"].append(torch.einsum("bdn,bn->bd", j_s, v_s))
+            dev["s2t"].append(torch.einsum("bdn,bn->bd", j_t, v_s))
+            dev["t2t"].append(torch.einsum("bdn,bn->bd", j_t, v_t))
+            dev["t2s"].append(torch.einsum("bdn,bn->bd", j_s, v_t))
+            # alpha1's denominator is the other model's worst case, sigma_max, whatever the attack's level.
+            dev["s_top"].append(torch.einsum("bdn,bn->bd", j_s, vs[:, 0, :]))
+            dev["t_top"].append(torch.einsum("bdn,bn->bd", j_t, vt[:, 0, :]))
+            mom_st.add(j_s, j_t)
+            mom_ts.add(j_t, j_s)
+            f_s.append(out_s)
+            f_t.append(out_t)
     d = {k: torch.cat(v).numpy() for k, v in dev.items()}
     keep = np.ones(len(x), dtype=bool)
-    s2t = direction_metrics("s2t", d["s2s"], d["s2t"], d["t2t"], keep, tol, squared, None)
-    t2s = direction_metrics("t2s", d["t2t"], d["t2s"], d["s2s"], keep, tol, squared, None)
+    s2t = direction_metrics("s2t", d["s2s"], d["s2t"], d["t_top"], keep, tol, squared, None)
+    t2s = direction_metrics("t2s", d["t2t"], d["t2s"], d["s_top"], keep, tol, squared, None)
     fs, ft = torch.cat(f_s), torch.cat(f_t)
     return ExactTransferability(
         s2t=s2t,

@@ -209,12 +209,7 @@ def write_e2(result: E2Result, out_dir: str | Path) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = result.rows()
-    csv_path = out / "results.csv"
-    with csv_path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: ("" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)) for k, v in r.items()})
+    csv_path = write_csv(rows, out / "results.csv")
     summary = result.summary()
     json_path = out / "summary.json"
     json_path.write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
@@ -269,6 +264,16 @@ def write_e2(result: E2Result, out_dir: str | Path) -> dict[str, Path]:
         notes=[f"Spearman intervals: {cfg.n_boot} bootstrap resamples of the sources, 95% percentile interval."],
     )
     return {"results": csv_path, "summary": json_path, "report": html}
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
+    """One row per dict; floats with 6 significant digits, None as an empty cell."""
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: ("" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)) for k, v in r.items()})
+    return path
 
 
 def _fmt_ci(ci: tuple[float, float] | None) -> str | None:

@@ -1,0 +1,829 @@
+"""Tests for transferlens.exact: Jacobians, singular directions, the exact attack and exact transferability.
+
+References are independent and written out by hand: linear models (constant Jacobian = weight matrix)
+checked against ``numpy.linalg.svd``/``lstsq``, central finite differences for nonlinear models, and
+structural identities (f_T = A f_S + b, S == T, sign flips, chunking). Everything runs in float64 on tiny
+models so that tolerances test the mathematics, not float32 rounding.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from torch import nn
+
+from transferlens.adversarial import direction_metrics
+from transferlens.exact import (
+    ConsistencyCheck,
+    ExactTransferability,
+    MatchingDistance,
+    check_consistency,
+    exact_attack,
+    exact_transferability,
+    jacobians,
+    singular_directions,
+)
+from transferlens.models import build_model
+
+F64 = torch.float64
+METRICS = ("alpha1", "alpha2", "combined", "grad_match", "func_match")
+METRIC_KEYS = {f"{m}_{d}" for m in METRICS for d in ("s2t", "t2s")}
+ALPHA_KEYS = [f"{m}_{d}" for d in ("s2t", "t2s") for m in ("alpha1", "alpha2", "combined")]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Tiny models: one intra-op thread is faster and immune to CPU contention; restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
+
+
+def _linear(w, b=None) -> nn.Linear:
+    """nn.Linear (float64) with hand-set weight ``w`` (d x n) and bias ``b`` (zeros when None)."""
+    w = torch.as_tensor(np.asarray(w, dtype=np.float64))
+    m = nn.Linear(w.shape[1], w.shape[0]).double()
+    with torch.no_grad():
+        m.weight.copy_(w)
+        m.bias.copy_(torch.zeros(w.shape[0], dtype=F64) if b is None else torch.as_tensor(np.asarray(b, dtype=np.float64)))
+    return m
+
+
+def _mlp(n_in: int, n_out: int, hidden: int = 7, seed: int = 0) -> nn.Module:
+    """Smooth (tanh) float64 MLP: no ReLU kinks to trip finite differences."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Linear(n_in, hidden), nn.Tanh(), nn.Linear(hidden, n_out)).double()
+
+
+class _Neg(nn.Module):
+    """Output of ``inner`` negated: J -> -J, which flips the sign of every singular-vector pair."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -self.inner(x)
+
+
+def _fd_jacobian(fn, x: torch.Tensor, h: float = 1e-6) -> torch.Tensor:
+    """Central finite-difference Jacobians (N, d, n) of ``fn`` w.r.t. the flattened per-sample input."""
+    n_samples, shape = x.shape[0], x.shape[1:]
+    flat = x.reshape(n_samples, -1)
+    cols = []
+    with torch.no_grad():
+        for k in range(flat.shape[1]):
+            e = torch.zeros_like(flat)
+            e[:, k] = h
+            plus = fn((flat + e).reshape(n_samples, *shape))
+            minus = fn((flat - e).reshape(n_samples, *shape))
+            cols.append((plus - minus) / (2 * h))
+    return torch.stack(cols, dim=2)
+
+
+def _np_top_right(w: np.ndarray, level: int = 0) -> tuple[float, np.ndarray]:
+    _, s, vt = np.linalg.svd(w)
+    return float(s[level]), vt[level]
+
+
+def _assert_metrics_close(a: dict[str, float], b: dict[str, float], rtol: float, atol: float, keys=None) -> None:
+    for k in keys or a:
+        assert a[k] == pytest.approx(b[k], rel=rtol, abs=atol), k
+
+
+# Fixed linear pair with different output dimensions (m = 3, d = 4, n = 5); x is generic (not on a line).
+W_S = np.array(
+    [[1.0, -0.5, 0.3, 0.0, 2.0], [0.2, 1.5, -1.0, 0.7, 0.1], [-0.4, 0.3, 0.8, -1.2, 0.5]]
+)
+W_T = np.array(
+    [
+        [0.9, -0.2, 0.4, 0.3, 1.1],
+        [-0.6, 1.0, 0.2, -0.3, 0.4],
+        [0.1, 0.2, -0.9, 1.4, -0.2],
+        [0.5, -0.7, 0.3, 0.2, 0.6],
+    ]
+)
+B_S = np.array([0.1, -0.2, 0.3])
+B_T = np.array([0.5, 0.0, -0.1, 0.2])
+
+
+# ----------------------------------------------------------------------------------------------
+# Jacobians
+# ----------------------------------------------------------------------------------------------
+
+
+def test_jacobian_of_linear_model_is_its_weight():
+    x = _randn(6, 5)
+    j = jacobians(_linear(W_T, B_T), x)
+    assert j.shape == (6, 4, 5) and j.dtype == F64
+    np.testing.assert_allclose(j.numpy(), np.broadcast_to(W_T, (6, 4, 5)), rtol=0, atol=1e-15)
+
+
+def test_jacobian_matches_finite_differences_tanh_mlp():
+    model, x = _mlp(5, 3), _randn(8, 5, seed=1)
+    j = jacobians(model, x)
+    assert j.shape == (8, 3, 5)
+    np.testing.assert_allclose(j.numpy(), _fd_jacobian(model, x).numpy(), rtol=0, atol=1e-8)
+
+
+def test_jacobian_matches_finite_differences_relu_zoo_mlp():
+    model, x = build_model("mlp", (5,), 3, hidden=(7,), seed=3).double(), _randn(8, 5, seed=2)
+    np.testing.assert_allclose(jacobians(model, x).numpy(), _fd_jacobian(model, x).numpy(), rtol=0, atol=1e-6)
+
+
+def test_jacobian_n_less_than_d_uses_forward_mode_and_is_correct():
+    """n = 3 inputs, d = 6 outputs (the jacfwd path)."""
+    model, x = _mlp(3, 6, seed=4), _randn(7, 3, seed=3)
+    j = jacobians(model, x)
+    assert j.shape == (7, 6, 3)
+    np.testing.assert_allclose(j.numpy(), _fd_jacobian(model, x).numpy(), rtol=0, atol=1e-8)
+    w = _randn(6, 3, seed=9).numpy()
+    np.testing.assert_allclose(jacobians(_linear(w), x).numpy(), np.broadcast_to(w, (7, 6, 3)), atol=1e-15)
+
+
+def test_jacobian_image_shaped_input_is_flattened():
+    w = _randn(3, 16, seed=5).numpy()
+    model = nn.Sequential(nn.Flatten(), _linear(w))
+    x = _randn(4, 1, 4, 4, seed=6)
+    j = jacobians(model, x)
+    assert j.shape == (4, 3, 16)
+    np.testing.assert_allclose(j.numpy(), np.broadcast_to(w, (4, 3, 16)), atol=1e-15)
+    cnn = build_model("cnn2d", (1, 4, 4), 3, channels=2, feature_dim=5, seed=0).double()
+    np.testing.assert_allclose(jacobians(cnn, x).numpy(), _fd_jacobian(cnn, x).numpy(), atol=1e-6)
+
+
+def test_jacobian_of_probs_and_features_outputs():
+    model, x = build_model("mlp", (5,), 3, hidden=(6,), seed=7).double(), _randn(5, 5, seed=7)
+    jp = jacobians(model, x, output="probs")
+    np.testing.assert_allclose(jp.numpy(), _fd_jacobian(lambda z: torch.softmax(model(z), 1), x).numpy(), atol=1e-8)
+    # softmax sums to 1: each column of the probs Jacobian sums to 0
+    np.testing.assert_allclose(jp.sum(1).numpy(), 0.0, atol=1e-14)
+    jf = jacobians(model, x, output="features")
+    assert jf.shape == (5, 6, 5)
+    np.testing.assert_allclose(jf.numpy(), _fd_jacobian(model.features, x).numpy(), atol=1e-6)
+
+
+def test_jacobians_leave_input_model_mode_and_grads_untouched():
+    model = nn.Sequential(nn.Linear(4, 6), nn.Dropout(0.5), nn.Tanh(), nn.Linear(6, 3)).double()
+    model.train()
+    x = _randn(5, 4)
+    x0 = x.clone()
+    j1, j2 = jacobians(model, x), jacobians(model, x)
+    assert torch.equal(j1, j2), "dropout must be off (eval mode) while differentiating"
+    assert torch.equal(x, x0)
+    assert model.training and all(p.requires_grad and p.grad is None for p in model.parameters())
+    model.eval()
+    np.testing.assert_allclose(j1.numpy(), _fd_jacobian(model, x).numpy(), atol=1e-8)
+
+
+def test_jacobians_accept_numpy_input_and_float32_models():
+    w = _randn(3, 4, seed=11)
+    x = _randn(3, 4, seed=12).numpy()
+    j = jacobians(_linear(w.numpy()), x)
+    np.testing.assert_allclose(j.numpy(), np.broadcast_to(w.numpy(), (3, 3, 4)), atol=1e-15)
+    m32 = _linear(w.numpy()).float()
+    j32 = jacobians(m32, torch.as_tensor(x, dtype=torch.float32))
+    assert j32.dtype == F64  # always returned in float64
+    np.testing.assert_allclose(j32.numpy(), np.broadcast_to(w.numpy(), (3, 3, 4)), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Singular directions
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_in,n_out", [(5, 3), (3, 6), (4, 4)])
+def test_singular_directions_match_numpy_svd(n_in, n_out):
+    model, x = _mlp(n_in, n_out, seed=n_in + n_out), _randn(9, n_in, seed=13)
+    k = min(n_in, n_out)
+    sigma, v = singular_directions(model, x, k)
+    assert sigma.shape == (9, k) and v.shape == (9, k, n_in)
+    assert torch.isfinite(sigma).all() and torch.isfinite(v).all()
+    j = jacobians(model, x).numpy()
+    for i in range(len(x)):
+        _, s_np, vt_np = np.linalg.svd(j[i])
+        np.testing.assert_allclose(sigma[i].numpy(), s_np[:k], rtol=1e-10, atol=1e-12)
+        gram = v[i].numpy() @ v[i].numpy().T
+        np.testing.assert_allclose(gram, np.eye(k), atol=1e-9)  # unit norm, orthogonal across k
+        np.testing.assert_allclose(np.abs(np.sum(v[i].numpy() * vt_np[:k], axis=1)), 1.0, atol=1e-9)
+        # J v_i has norm sigma_i
+        np.testing.assert_allclose(np.linalg.norm(j[i] @ v[i].numpy().T, axis=0), s_np[:k], rtol=1e-10)
+
+
+def test_singular_directions_of_linear_model_match_svd_of_weight():
+    sigma, v = singular_directions(_linear(W_T), _randn(4, 5), 2)
+    _, s_np, vt_np = np.linalg.svd(W_T)
+    np.testing.assert_allclose(sigma.numpy(), np.broadcast_to(s_np[:2], (4, 2)), rtol=1e-12)
+    for i in range(4):
+        np.testing.assert_allclose(np.abs(v[i].numpy() @ vt_np[:2].T).diagonal(), 1.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_out", [3, 8])  # d <= n (Gram J J^T) and n < d (Gram J^T J)
+def test_singular_directions_zero_jacobian_no_nan(n_out):
+    model = _linear(np.zeros((n_out, 4)), np.arange(n_out))  # constant output
+    sigma, v = singular_directions(model, _randn(5, 4), 2)
+    assert torch.isfinite(sigma).all() and torch.isfinite(v).all()
+    assert (sigma == 0).all()
+
+
+def test_singular_directions_bad_k():
+    model, x = _mlp(5, 3), _randn(4, 5)
+    with pytest.raises(ValueError, match="k must"):
+        singular_directions(model, x, 0)
+    with pytest.raises(ValueError, match="level"):
+        singular_directions(model, x, 4)  # only min(n, d) = 3 singular values
+
+
+# 3 x 5 rank-1 matrices: sigma_2 = sigma_3 = 0. Several of them, so that the bug below shows whatever the
+# rounding of the local LAPACK eigh (an eigenvalue that happens to come out <= 0 is clamped to an exact 0).
+RANK1 = [
+    np.outer([1.0, 2.0, 3.0], [1.0, -1.0, 0.5, 2.0, 0.3]),
+    np.outer([1.0, -2.0, 0.5], [0.3, 1.0, -1.0, 0.7, 2.0]),
+    np.outer([0.7, 0.1, -1.3], [2.0, 0.4, -0.6, 1.1, -0.9]),
+    np.outer([-0.2, 1.7, 0.9], [0.5, 0.5, 1.5, -2.0, 0.1]),
+]
+
+
+def test_singular_directions_rank_deficient_jacobian():
+    for w in RANK1:
+        sigma, v = singular_directions(_linear(w), _randn(3, 5), 2)
+        s_np = np.linalg.svd(w, compute_uv=False)
+        np.testing.assert_allclose(sigma.numpy(), np.broadcast_to(s_np[:2], (3, 2)), rtol=1e-12, atol=1e-12 * s_np[0])
+        norms = v.norm(dim=2)
+        # each vector is either a unit vector or the documented 0 for a vanishing singular value
+        assert bool((((norms - 1).abs() < 1e-9) | (norms == 0)).all()), norms
+
+
+def test_exact_transferability_level1_rank_deficient_source_is_degenerate():
+    for w in RANK1:
+        with pytest.raises(ValueError, match="no sample left"):
+            exact_transferability(_linear(w), _linear(W_T[:3]), _randn(4, 5), level=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Exact attack
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("level", [0, 1])
+def test_exact_attack_linear_model_is_eps_times_singular_vector(level):
+    x = _randn(6, 5)
+    x0 = x.clone()
+    delta = exact_attack(_linear(W_T), x, 0.3, level=level)
+    assert delta.shape == x.shape and delta.dtype == x.dtype
+    assert torch.equal(x, x0)
+    np.testing.assert_allclose(delta.norm(dim=1).numpy(), 0.3, rtol=1e-12)
+    s, v = _np_top_right(W_T, level)
+    np.testing.assert_allclose(np.abs(delta.numpy() @ v), 0.3, rtol=1e-12)
+    # the deviation it causes is eps * sigma_level
+    np.testing.assert_allclose(np.linalg.norm(delta.numpy() @ W_T.T, axis=1), 0.3 * s, rtol=1e-12)
+
+
+def test_exact_attack_image_shape_and_norm():
+    cnn = build_model("cnn2d", (1, 4, 4), 3, channels=2, feature_dim=5, seed=1).double()
+    x = _randn(5, 1, 4, 4, seed=2)
+    delta = exact_attack(cnn, x, 0.05)
+    assert delta.shape == (5, 1, 4, 4)
+    np.testing.assert_allclose(delta.flatten(1).norm(dim=1).numpy(), 0.05, rtol=1e-12)
+    _, v = singular_directions(cnn, x, 1)
+    np.testing.assert_allclose(delta.flatten(1).numpy(), 0.05 * v[:, 0].numpy(), atol=1e-15)
+
+
+def test_exact_attack_maximises_first_order_deviation():
+    """No random unit direction moves a smooth model's output further, to first order, than the exact attack."""
+    model, x = _mlp(5, 3, seed=2), _randn(4, 5, seed=3)
+    j = jacobians(model, x).numpy()
+    delta = exact_attack(model, x, 1.0).numpy()
+    best = np.linalg.norm(np.einsum("bdn,bn->bd", j, delta), axis=1)
+    dirs = _randn(200, 5, seed=4).numpy()
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    for i in range(len(x)):
+        assert np.linalg.norm(dirs @ j[i].T, axis=1).max() <= best[i] * (1 + 1e-12)
+
+
+def test_exact_attack_zero_jacobian_is_finite():
+    for n_out in (3, 8):  # both Gram paths
+        delta = exact_attack(_linear(np.zeros((n_out, 4))), _randn(3, 4), 0.1)
+        assert torch.isfinite(delta).all()
+        assert bool((delta.norm(dim=1) <= 0.1 + 1e-12).all())
+
+
+def test_exact_attack_bad_arguments():
+    model, x = _linear(W_T), _randn(3, 5)
+    for eps in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="eps"):
+            exact_attack(model, x, eps)
+    with pytest.raises(ValueError, match="level"):
+        exact_attack(model, x, 0.1, level=4)  # min(n, d) = 4
+
+
+def test_exact_attack_negative_level_message_names_level():
+    with pytest.raises(ValueError, match="level"):
+        exact_attack(_linear(W_T), _randn(3, 5), 0.1, level=-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Exact transferability: hand-computed linear models
+# ----------------------------------------------------------------------------------------------
+
+
+def _hand_grad_match(wa: np.ndarray, wb: np.ndarray) -> tuple[float, float]:
+    """A* = W_b W_a^T (W_a W_a^T)^+; distance ||W_b - A* W_a||_F and that over ||W_b||_F."""
+    a_star = wb @ wa.T @ np.linalg.pinv(wa @ wa.T)
+    dist = float(np.linalg.norm(wb - a_star @ wa))
+    return dist, dist / float(np.linalg.norm(wb))
+
+
+def _hand_func_match(fa: np.ndarray, fb: np.ndarray) -> tuple[float, float]:
+    design = np.hstack([fa, np.ones((len(fa), 1))])
+    coef, *_ = np.linalg.lstsq(design, fb, rcond=None)
+    resid = fb - design @ coef
+    dist = math.sqrt(float((resid**2).sum(1).mean()))
+    scale = math.sqrt(float(((fb - fb.mean(0)) ** 2).sum(1).mean()))
+    return dist, dist / scale
+
+
+def test_linear_models_every_quantity_by_hand():
+    x = _randn(30, 5, seed=21)
+    r = exact_transferability(_linear(W_S, B_S), _linear(W_T, B_T), x)
+    assert isinstance(r, ExactTransferability) and r.n == 30
+    s_s, v_s = _np_top_right(W_S)
+    s_t, v_t = _np_top_right(W_T)
+    a1_s2t = np.linalg.norm(W_T @ v_s) / s_t
+    a1_t2s = np.linalg.norm(W_S @ v_t) / s_s
+    assert 0 < a1_s2t < 1 and 0 < a1_t2s < 1
+    for res, a1 in ((r.s2t, a1_s2t), (r.t2s, a1_t2s)):
+        np.testing.assert_allclose(res.alpha1_samples, a1, rtol=1e-10)
+        assert res.alpha1 == pytest.approx(a1, rel=1e-10)
+        assert res.alpha1_median == pytest.approx(a1, rel=1e-10)
+        # constant Jacobian: u and v are the same for every sample, so ||E[u v^T]||_F = ||u|| ||v|| = 1
+        assert res.alpha2 == pytest.approx(1.0, abs=1e-12)
+        assert res.combined == pytest.approx(a1, rel=1e-10)
+        assert res.n_used == 30 and res.n_degenerate == 0 and res.n_filtered == 0
+        np.testing.assert_array_equal(res.used_index, np.arange(30))
+    for direction, (wa, wb) in (("s2t", (W_S, W_T)), ("t2s", (W_T, W_S))):
+        dist, rel = _hand_grad_match(wa, wb)
+        got = r.gradient_matching[direction]
+        assert isinstance(got, MatchingDistance) and got.direction == direction
+        assert got.distance == pytest.approx(dist, rel=1e-7, abs=1e-7)
+        assert got.relative == pytest.approx(rel, rel=1e-7, abs=1e-7)
+        assert r[f"grad_match_{direction}"] == got.distance
+    # s2t: W_S's rows span only 3 of W_T's 5 input dimensions, so no A maps W_S onto W_T exactly
+    assert r.gradient_matching["s2t"].distance > 0.1
+    x_np = x.numpy()
+    f_s, f_t = x_np @ W_S.T + B_S, x_np @ W_T.T + B_T
+    for direction, (fa, fb) in (("s2t", (f_s, f_t)), ("t2s", (f_t, f_s))):
+        dist, rel = _hand_func_match(fa, fb)
+        got = r.function_matching[direction]
+        assert got.distance == pytest.approx(dist, rel=1e-9, abs=1e-12)
+        assert got.relative == pytest.approx(rel, rel=1e-9, abs=1e-12)
+        assert r[f"func_match_{direction}"] == got.distance
+
+
+def test_linear_alpha1_by_hand_at_level1():
+    """level=k: alpha1 = ||W_T v_S,k|| / sigma_max(W_T): the attack uses the (k+1)-th singular vector, the
+    denominator stays the target's own worst case."""
+    r = exact_transferability(_linear(W_S), _linear(W_T), _randn(5, 5), level=1)
+    _, v_s = _np_top_right(W_S, 1)
+    s_t, _ = _np_top_right(W_T, 0)
+    np.testing.assert_allclose(r.s2t.alpha1_samples, np.linalg.norm(W_T @ v_s) / s_t, rtol=1e-9)
+    assert r.s2t.alpha2 == pytest.approx(1.0, abs=1e-12)
+
+
+def test_linear_source_inside_target_row_space_has_zero_gradient_distance():
+    """W_S = C W_T with C invertible: each Jacobian is an exact linear map of the other."""
+    c = np.array([[2.0, 0.5, 0.0, -1.0], [0.0, 1.0, 0.3, 0.2], [0.1, 0.0, 1.5, 0.0], [0.4, -0.3, 0.0, 1.0]])
+    r = exact_transferability(_linear(c @ W_T), _linear(W_T), _randn(10, 5))
+    for direction in ("s2t", "t2s"):
+        assert r.gradient_matching[direction].distance == pytest.approx(0.0, abs=1e-6)
+        assert r.function_matching[direction].distance == pytest.approx(0.0, abs=1e-8)
+
+
+@pytest.mark.parametrize("d", [2, 4])
+def test_target_is_affine_map_of_source(d):
+    """f_T = A f_S + b: J_T = A J_S, so s2t gradient matching and function matching are ~0."""
+    src = build_model("mlp", (5,), 3, hidden=(7,), seed=11).double()
+    head = _linear(_randn(d, 3, seed=12).numpy(), _randn(d, seed=13).numpy())
+    tgt = nn.Sequential(src, head)
+    r = exact_transferability(src, tgt, _randn(40, 5, seed=14))
+    # moment sums: the distance is the square root of a cancellation, ~1e-8 precision
+    assert r.gradient_matching["s2t"].distance == pytest.approx(0.0, abs=1e-6)
+    assert r.gradient_matching["s2t"].relative == pytest.approx(0.0, abs=1e-6)
+    assert r.function_matching["s2t"].distance == pytest.approx(0.0, abs=1e-8)
+    assert r.function_matching["s2t"].relative == pytest.approx(0.0, abs=1e-8)
+    if d >= 3:  # A has full column rank: f_S = A^+ (f_T - b), so the reverse direction is exact too
+        assert r.gradient_matching["t2s"].distance == pytest.approx(0.0, abs=1e-6)
+        assert r.function_matching["t2s"].distance == pytest.approx(0.0, abs=1e-8)
+    else:  # A (2 x 3) loses a direction: the reverse map cannot be exact
+        assert r.gradient_matching["t2s"].relative > 1e-3
+        assert r.function_matching["t2s"].relative > 1e-3
+
+
+# ----------------------------------------------------------------------------------------------
+# Exact transferability: identities and invariances
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("same_object", [True, False])
+def test_source_equals_target(same_object):
+    model = build_model("mlp", (6,), 4, hidden=(8,), seed=5).double()
+    other = model if same_object else copy.deepcopy(model)
+    r = exact_transferability(model, other, _randn(25, 6, seed=5))
+    d = 4
+    for res in (r.s2t, r.t2s):
+        np.testing.assert_allclose(res.alpha1_samples, 1.0, rtol=1e-12)
+        assert res.alpha2 == pytest.approx(res.combined, rel=1e-12)
+        assert 1 / math.sqrt(d) - 1e-12 <= res.alpha2 <= 1 + 1e-12
+        assert res.alpha2 < 1 - 1e-6  # Jacobian directions vary with x
+    for direction in ("s2t", "t2s"):
+        assert r.gradient_matching[direction].distance == pytest.approx(0.0, abs=1e-6)
+        assert r.function_matching[direction].distance == pytest.approx(0.0, abs=1e-10)
+
+
+def test_model_mode_restored_for_distinct_models():
+    s, t = _mlp(5, 3, seed=1), _mlp(5, 3, seed=2)
+    s.train()
+    t.eval()
+    t[0].weight.requires_grad_(False)
+    exact_transferability(s, t, _randn(4, 5))
+    assert s.training and not t.training
+    assert all(p.requires_grad for p in s.parameters())
+    assert [p.requires_grad for p in t.parameters()] == [False, True, True, True]
+    with pytest.raises(ValueError, match="level"):
+        exact_transferability(s, t, _randn(4, 5), level=3)
+    assert s.training and not t.training and all(p.requires_grad for p in s.parameters())
+
+
+def test_model_mode_restored_when_source_is_target():
+    m = _mlp(5, 3)
+    m.train()
+    exact_transferability(m, m, _randn(4, 5))
+    assert m.training
+    assert all(p.requires_grad for p in m.parameters())
+
+
+@pytest.mark.parametrize("negate", ["source", "target", "both"])
+def test_sign_flip_of_a_model_changes_no_metric(negate):
+    s, t = _mlp(5, 3, seed=1), _mlp(5, 4, seed=2)
+    x = _randn(20, 5, seed=3)
+    base = exact_transferability(s, t, x).metrics()
+    s2 = _Neg(s) if negate in ("source", "both") else s
+    t2 = _Neg(t) if negate in ("target", "both") else t
+    _assert_metrics_close(exact_transferability(s2, t2, x).metrics(), base, rtol=1e-10, atol=1e-10)
+
+
+def test_direction_metrics_invariant_to_singular_vector_signs():
+    g = np.random.default_rng(0)
+    dev_aa, dev_ab, dev_bb = g.normal(size=(12, 3)), g.normal(size=(12, 4)), g.normal(size=(12, 4))
+    keep = np.ones(12, dtype=bool)
+    ref = direction_metrics("s2t", dev_aa, dev_ab, dev_bb, keep, 1e-10, False, None)
+    signs = g.choice([-1.0, 1.0], size=(12, 1))
+    variants = [
+        (-dev_aa, -dev_ab, dev_bb),  # v_a -> -v_a for every sample
+        (signs * dev_aa, signs * dev_ab, dev_bb),  # v_a sign flipped per sample
+        (dev_aa, dev_ab, signs * dev_bb),  # v_b sign flipped per sample
+        (-dev_aa, dev_ab, dev_bb),  # model a negated: J_a -> -J_a, u flips for every sample
+        (dev_aa, -dev_ab, -dev_bb),  # model b negated
+    ]
+    for aa, ab, bb in variants:
+        got = direction_metrics("s2t", aa, ab, bb, keep, 1e-10, False, None)
+        np.testing.assert_allclose(got.alpha1_samples, ref.alpha1_samples, rtol=1e-14)
+        assert got.alpha2 == pytest.approx(ref.alpha2, rel=1e-13)
+        assert got.combined == pytest.approx(ref.combined, rel=1e-13)
+
+
+@pytest.mark.parametrize("n_out", [3, 8])
+def test_chunk_size_does_not_change_results(n_out):
+    s = build_model("mlp", (6,), n_out, hidden=(8,), seed=1).double()
+    t = build_model("mlp", (6,), n_out, hidden=(8,), seed=2).double()
+    x = _randn(20, 6, seed=0)
+    results = [exact_transferability(s, t, x, chunk_size=c) for c in (1, 7, 1024)]
+    for r in results[1:]:
+        _assert_metrics_close(r.metrics(), results[0].metrics(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(r.s2t.alpha1_samples, results[0].s2t.alpha1_samples, rtol=1e-12)
+        np.testing.assert_allclose(r.t2s.alpha1_samples, results[0].t2s.alpha1_samples, rtol=1e-12)
+    full = jacobians(s, x)
+    for c in (1, 7):
+        np.testing.assert_array_equal(jacobians(s, x, chunk_size=c).numpy(), full.numpy())
+        sv_c, v_c = singular_directions(s, x, 2, chunk_size=c)
+        sv, v = singular_directions(s, x, 2)
+        np.testing.assert_allclose(sv_c.numpy(), sv.numpy(), rtol=1e-12)
+        np.testing.assert_allclose(v_c.numpy(), v.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_batch_result_equals_per_sample_results():
+    s, t = _mlp(5, 3, seed=3), _mlp(5, 3, seed=4)
+    x = _randn(6, 5, seed=5)
+    r = exact_transferability(s, t, x)
+    singles = [exact_transferability(s, t, x[i : i + 1]).s2t.alpha1 for i in range(len(x))]
+    np.testing.assert_allclose(r.s2t.alpha1_samples, singles, rtol=1e-12)
+
+
+def test_level1_differs_from_level0_and_too_large_level_raises():
+    s, t = _mlp(6, 3, seed=1), _mlp(6, 3, seed=2)
+    x = _randn(15, 6)
+    r0, r1 = exact_transferability(s, t, x), exact_transferability(s, t, x, level=1)
+    assert r1.options["level"] == 1
+    for k in ALPHA_KEYS:
+        assert abs(r0[k] - r1[k]) > 1e-4, k
+    # matching distances do not depend on the level
+    for k in ("grad_match_s2t", "grad_match_t2s", "func_match_s2t", "func_match_t2s"):
+        assert r0[k] == pytest.approx(r1[k], rel=1e-12)
+    with pytest.raises(ValueError, match="level"):
+        exact_transferability(s, t, x, level=3)  # min(n, d) = 3
+    with pytest.raises(ValueError, match="level"):
+        exact_transferability(_mlp(2, 5), _mlp(2, 5, seed=1), _randn(4, 2), level=2)  # n < d: min = 2
+
+
+def test_degenerate_samples_dead_relu_excluded_and_counted():
+    """Samples in the dead region of a ReLU net have J = 0: excluded, counted, never NaN."""
+    w1 = np.array([[1.0, 0.1, 0.2, 0.3], [1.0, -0.2, 0.1, 0.1], [1.0, 0.3, -0.1, 0.2]])
+    src = nn.Sequential(_linear(w1), nn.ReLU(), _linear([[1.0, -0.5, 0.2], [0.3, 0.8, -1.0]]))
+    tgt = _linear(W_T[:, :4])
+    x = _randn(10, 4, seed=1).clamp(-1, 1)
+    dead = np.array([0, 1, 0, 1, 1, 0, 0, 0, 1, 0], dtype=bool)
+    x[:, 0] = torch.where(torch.as_tensor(dead), torch.tensor(-5.0, dtype=F64), torch.tensor(5.0, dtype=F64))
+    assert (jacobians(src, x)[torch.as_tensor(dead)] == 0).all()
+    sigma, v = singular_directions(src, x, 1)
+    assert torch.isfinite(v).all() and (sigma[torch.as_tensor(dead)] == 0).all()
+    r = exact_transferability(src, tgt, x)
+    for res in (r.s2t, r.t2s):
+        assert res.n_degenerate == int(dead.sum()) and res.n_used == int((~dead).sum())
+        np.testing.assert_array_equal(res.used_index, np.flatnonzero(~dead))
+        assert np.isfinite(res.alpha1_samples).all()
+        assert all(math.isfinite(getattr(res, k)) for k in ("alpha1", "alpha2", "combined"))
+    assert all(math.isfinite(v) for v in r.metrics().values())
+
+
+def test_constant_model_all_degenerate_raises_clearly():
+    const = _linear(np.zeros((3, 5)), [1.0, 2.0, 3.0])
+    x = _randn(4, 5)
+    assert (jacobians(const, x) == 0).all()
+    with pytest.raises(ValueError, match="no sample left"):
+        exact_transferability(const, _linear(W_T), x)
+    with pytest.raises(ValueError, match="no sample left"):
+        exact_transferability(_linear(W_T), const, x)
+
+
+def test_tol_excludes_small_singular_values():
+    """Samples whose singular value at level is <= tol (either model) are excluded."""
+    s, t = _linear(W_S), _linear(W_T)
+    sig = min(np.linalg.svd(W_S, compute_uv=False)[0], np.linalg.svd(W_T, compute_uv=False)[0])
+    r = exact_transferability(s, t, _randn(3, 5), tol=sig * 0.999)
+    assert r.s2t.n_used == r.t2s.n_used == 3
+    with pytest.raises(ValueError, match="no sample left"):
+        exact_transferability(s, t, _randn(3, 5), tol=sig * 1.001)
+
+
+# ----------------------------------------------------------------------------------------------
+# Consistency with the attack-based metrics
+# ----------------------------------------------------------------------------------------------
+
+
+def test_check_consistency_converges_on_small_mlps():
+    s = build_model("mlp", (6,), 3, hidden=(8,), seed=1).double()
+    t = build_model("mlp", (6,), 3, hidden=(8,), seed=2).double()
+    x = _randn(60, 6, seed=0)
+    c = check_consistency(s, t, x, steps=40)
+    assert isinstance(c, ConsistencyCheck)
+    assert c.eps == (1e-1, 1e-2, 1e-3) and c.steps == 40
+    assert all(a > b for a, b in zip(c.max_abs_diff, c.max_abs_diff[1:])), c.max_abs_diff
+    assert c.max_abs_diff[-1] < 1e-2
+    assert c.converges
+    exact = exact_transferability(s, t, x)
+    for k in ALPHA_KEYS:
+        assert c.exact_metrics[k] == pytest.approx(exact[k], rel=1e-12)
+        assert abs(c.attack_metrics[-1][k] - exact[k]) <= c.max_abs_diff[-1] + 1e-15
+    d = c.to_dict()
+    json.dumps(d)
+    assert d["converges"] is True and d["eps"] == [1e-1, 1e-2, 1e-3]
+
+
+def test_check_consistency_bad_step_multiplier():
+    with pytest.raises(ValueError, match="step_multiplier"):
+        check_consistency(_mlp(5, 3), _mlp(5, 3, seed=1), _randn(3, 5), step_multiplier=0.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input
+# ----------------------------------------------------------------------------------------------
+
+
+class _Argmax(nn.Module):
+    def __init__(self, keepdim: bool) -> None:
+        super().__init__()
+        self.lin, self.keepdim = _linear(W_T), keepdim
+
+    def forward(self, x):
+        return self.lin(x).argmax(1, keepdim=self.keepdim)
+
+
+class _Round(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = _linear(W_T)
+
+    def forward(self, x):
+        return torch.round(self.lin(x))
+
+
+class _Detach(_Round):
+    def forward(self, x):
+        return self.lin(x).detach()
+
+
+class _Item(_Round):
+    def forward(self, x):
+        return self.lin(x) * float(x.sum().item())
+
+
+class _Overflow(_Round):
+    def forward(self, x):
+        return torch.exp(1000 * self.lin(x))
+
+
+def test_bad_inputs_raise_clearly():
+    s, t = _linear(W_S), _linear(W_T)
+    for fn in (
+        lambda x: jacobians(t, x),
+        lambda x: singular_directions(t, x),
+        lambda x: exact_attack(t, x, 0.1),
+        lambda x: exact_transferability(s, t, x),
+    ):
+        with pytest.raises(ValueError, match="empty"):
+            fn(torch.zeros(0, 5, dtype=F64))
+        bad = _randn(3, 5)
+        bad[1, 2] = float("nan")
+        with pytest.raises(ValueError, match="NaN"):
+            fn(bad)
+        bad[1, 2] = float("inf")
+        with pytest.raises(ValueError, match="NaN/Inf"):
+            fn(bad)
+        with pytest.raises(ValueError, match="could not process inputs"):
+            fn(_randn(3, 4))  # model expects 5 features
+
+
+def test_bad_models_raise_clearly():
+    x = _randn(3, 5)
+    with pytest.raises(TypeError, match="nn.Module"):
+        exact_transferability(lambda z: z, _linear(W_T), x)
+    with pytest.raises(ValueError, match="2-D"):
+        jacobians(_Argmax(keepdim=False), x)
+    with pytest.raises(TypeError, match="floating"):
+        jacobians(_Argmax(keepdim=True), x)
+    with pytest.raises(TypeError, match="floating"):
+        exact_transferability(_linear(W_S), _Argmax(keepdim=True), x)
+    with pytest.raises(ValueError, match="could not differentiate"):
+        jacobians(_Item(), x)
+    with pytest.raises(ValueError, match="could not differentiate"):
+        exact_transferability(_Item(), _linear(W_T), x)
+    # overflow: exp(1000 * .) is inf, its Jacobian inf/NaN
+    with pytest.raises(ValueError, match="NaN/Inf"):
+        jacobians(_Overflow(), x)
+    with pytest.raises(ValueError, match="NaN/Inf"):
+        exact_transferability(_linear(W_S), _Overflow(), x)
+
+
+@pytest.mark.parametrize("model_cls", [_Round, _Detach])
+def test_non_differentiable_model_gives_zero_jacobian_and_degenerate_samples(model_cls):
+    """round/detach have zero derivative: Jacobian exactly 0, samples degenerate, clear error -- never NaN."""
+    x = _randn(4, 5)
+    j = jacobians(model_cls(), x)
+    assert (j == 0).all()
+    sigma, v = singular_directions(model_cls(), x)
+    assert (sigma == 0).all() and torch.isfinite(v).all()
+    with pytest.raises(ValueError, match="no sample left"):
+        exact_transferability(model_cls(), _linear(W_S), x)
+
+
+def test_bad_options_raise():
+    s, t, x = _linear(W_S), _linear(W_T), _randn(3, 5)
+    for level in (-1, 1.0, True, "0"):
+        with pytest.raises(ValueError, match="level"):
+            exact_transferability(s, t, x, level=level)
+    for chunk in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="chunk_size"):
+            exact_transferability(s, t, x, chunk_size=chunk)
+        with pytest.raises(ValueError, match="chunk_size"):
+            jacobians(t, x, chunk_size=chunk)
+    for tol in (0.0, -1e-3, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="tol"):
+            exact_transferability(s, t, x, tol=tol)
+    with pytest.raises(ValueError, match="output"):
+        exact_transferability(s, t, x, output="softmax")
+    with pytest.raises(ValueError, match="output"):
+        jacobians(t, x, output="nope")
+    with pytest.raises(TypeError, match="features"):
+        jacobians(t, x, output="features")  # a plain nn.Linear has no features()
+
+
+# ----------------------------------------------------------------------------------------------
+# Result API
+# ----------------------------------------------------------------------------------------------
+
+
+def test_result_metrics_to_dict_and_options():
+    s, t = _mlp(5, 3, seed=1), _mlp(5, 4, seed=2)
+    x = _randn(12, 5)
+    r = exact_transferability(s, t, x, level=1, output="probs", chunk_size=5)
+    m = r.metrics()
+    assert set(m) == METRIC_KEYS
+    assert all(isinstance(v, float) and math.isfinite(v) for v in m.values())
+    assert m["alpha1_s2t"] == r.s2t.alpha1 and m["combined_t2s"] == r.t2s.combined
+    assert m["grad_match_t2s"] == r.gradient_matching["t2s"].distance
+    with pytest.raises(KeyError):
+        r["alpha3_s2t"]
+    with pytest.raises(KeyError):
+        r["alpha1_x2y"]
+    assert r.options["level"] == 1 and r.options["output"] == "probs" and r.options["squared"] is False
+    assert r.options["chunk_size"] == 5 and r.options["attack"] == "exact"
+    for samples in (False, True):
+        d = r.to_dict(samples=samples)
+        back = json.loads(json.dumps(d))
+        assert back["metrics"] == pytest.approx(m)
+        assert back["options"]["level"] == 1 and back["options"]["output"] == "probs"
+        assert back["n"] == 12
+        assert back["gradient_matching"]["s2t"] == r.gradient_matching["s2t"].to_dict()
+        assert back["function_matching"]["t2s"]["direction"] == "t2s"
+        assert ("alpha1_samples" in back["s2t"]) is samples
+    assert len(r.to_dict(samples=True)["s2t"]["alpha1_samples"]) == r.s2t.n_used
+
+
+def test_squared_option_squares_alpha2_and_combined_only():
+    s, t = _mlp(5, 3, seed=1), _mlp(5, 3, seed=2)
+    x = _randn(12, 5)
+    plain, sq = exact_transferability(s, t, x), exact_transferability(s, t, x, squared=True)
+    assert sq.options["squared"] is True
+    for d in ("s2t", "t2s"):
+        assert sq[f"alpha2_{d}"] == pytest.approx(plain[f"alpha2_{d}"] ** 2, rel=1e-12)
+        assert sq[f"combined_{d}"] == pytest.approx(plain[f"combined_{d}"] ** 2, rel=1e-12)
+        for k in ("alpha1", "grad_match", "func_match"):
+            assert sq[f"{k}_{d}"] == plain[f"{k}_{d}"]
+
+
+def test_tiny_transferred_deviation_keeps_alpha2_at_most_one():
+    r = exact_transferability(_linear([[1.0, 0.0]]), _linear([[1e-264, 1.0]]), _randn(3, 2))
+    assert r.s2t.alpha2 <= 1 + 1e-12
+    assert r.s2t.alpha2 == pytest.approx(1.0)  # J_T v_S = 1e-264 != 0: one constant direction, alpha2 = 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Property test: random linear models
+# ----------------------------------------------------------------------------------------------
+
+
+def _weights(rows: int, cols: int):
+    # entries are 0 or of magnitude >= 1e-6: deviations below ~1e-154 underflow in direction_metrics (a
+    # separate, deterministic test below)
+    elements = st.floats(-2, 2, allow_nan=False, allow_subnormal=False).map(lambda v: 0.0 if abs(v) < 1e-6 else v)
+    return hnp.arrays(np.float64, (rows, cols), elements=elements)
+
+
+@st.composite
+def _linear_pair(draw):
+    n = draw(st.integers(1, 4))
+    m, d = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    return draw(_weights(m, n)), draw(_weights(d, n))
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(_linear_pair())
+def test_property_random_linear_models(pair):
+    ws, wt = pair
+    assume(np.linalg.svd(ws, compute_uv=False)[0] > 1e-3 and np.linalg.svd(wt, compute_uv=False)[0] > 1e-3)
+    x = _randn(3, ws.shape[1], seed=1)
+    r = exact_transferability(_linear(ws), _linear(wt), x)
+    for res, (wa, wb) in ((r.s2t, (ws, wt)), (r.t2s, (wt, ws))):
+        assert res.n_used == 3
+        # the exact attack is optimal for the model's own deviation: alpha1 <= 1
+        assert bool(((res.alpha1_samples >= 0) & (res.alpha1_samples <= 1 + 1e-12)).all()), res.alpha1_samples
+        s_a = np.linalg.svd(wa, compute_uv=False)
+        if len(s_a) == 1 or s_a[0] - s_a[1] > 1e-6 * s_a[0]:  # top right-singular vector of W_a is unique
+            _, v_a = _np_top_right(wa)
+            s_b, _ = _np_top_right(wb)
+            np.testing.assert_allclose(res.alpha1_samples, np.linalg.norm(wb @ v_a) / s_b, rtol=1e-6, atol=1e-9)
+        assert 0 <= res.alpha2 <= 1 + 1e-12
+        assert 0 <= res.combined <= res.alpha1 + 1e-12
+    for direction in ("s2t", "t2s"):
+        g = r.gradient_matching[direction]
+        assert 0 <= g.relative <= 1 + 1e-9 and g.distance >= 0
+        assert 0 <= r.function_matching[direction].relative <= 1 + 1e-9
