@@ -19,39 +19,15 @@ from transferlens.adversarial import PRESETS, DirectionResult, SuccessRates, Tra
 from transferlens.attacks import ThreatModel, model_output, pgd
 from transferlens.models import build_model
 
+from helpers import linear, mlp, params_snapshot, randn
+
 F64 = torch.float64
 METRIC_KEYS = {"alpha1_s2t", "alpha2_s2t", "combined_s2t", "alpha1_t2s", "alpha2_t2s", "combined_t2s"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models: one intra-op thread is faster and immune to CPU contention; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # ----------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------
-
-
-def _randn(*shape: int, seed: int = 0, dtype: torch.dtype = F64) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
-
-
-def _mlp(n_in: int = 6, n_out: int = 3, seed: int = 0, dtype: torch.dtype = F64) -> nn.Module:
-    return build_model("mlp", (n_in,), n_out, seed=seed, hidden=(16,)).to(dtype)
-
-
-def _linear(weight, bias=None, dtype: torch.dtype = torch.float32) -> nn.Linear:
-    w = torch.as_tensor(weight, dtype=dtype)
-    lin = nn.Linear(w.shape[1], w.shape[0]).to(dtype)
-    with torch.no_grad():
-        lin.weight.copy_(w)
-        lin.bias.copy_(torch.zeros(w.shape[0]) if bias is None else torch.as_tensor(bias))
-    return lin
 
 
 def textbook(source, target, x, threat, objective, *, output="logits", seed=0, squared=False, keep=None, tol=1e-6):
@@ -117,10 +93,6 @@ def _assert_matches(res: Transferability, ref: dict, atol: float = 1e-6) -> None
         assert got.alpha1_median == pytest.approx(float(np.median(want["alpha1_samples"])), abs=atol)
 
 
-def _state(model: nn.Module):
-    return [t.detach().clone() for t in list(model.parameters()) + list(model.buffers())]
-
-
 class DeadZone(nn.Module):
     """3 outputs, all ``relu(x0 - 1) * c``: exactly constant (zero gradient) wherever ``x0 < 1``."""
 
@@ -162,8 +134,8 @@ def test_presets() -> None:
 
 
 def test_paper_preset_matches_textbook_squared_on_correct_samples() -> None:
-    s, t = _mlp(6, 3, seed=1), _mlp(6, 3, seed=2)
-    x = _randn(12, 6, seed=3)
+    s, t = mlp(6, 3, seed=1, dtype=F64), mlp(6, 3, seed=2, dtype=F64)
+    x = randn(12, 6, seed=3, dtype=F64)
     with torch.no_grad():
         pred_t = t(x).argmax(1)
     y = pred_t.clone()
@@ -179,8 +151,8 @@ def test_paper_preset_matches_textbook_squared_on_correct_samples() -> None:
 
 
 def test_explicit_options_override_preset_and_are_recorded() -> None:
-    s, t = _mlp(6, 3, seed=1), _mlp(6, 3, seed=2)
-    x = _randn(5, 6, seed=3)
+    s, t = mlp(6, 3, seed=1, dtype=F64), mlp(6, 3, seed=2, dtype=F64)
+    x = randn(5, 6, seed=3, dtype=F64)
     threat = ThreatModel("linf", 0.05, 3, bounds=(-5, 5))
     res = transferability(s, t, x, preset="paper", threat=threat, objective="kl", correct_only=False, squared=False,
                           output="probs", seed=4)
@@ -197,8 +169,8 @@ def test_explicit_options_override_preset_and_are_recorded() -> None:
 
 
 def test_same_model_alpha1_is_one_and_alpha2_textbook() -> None:
-    model = _mlp(6, 4, seed=5)
-    x = _randn(10, 6, seed=6)
+    model = mlp(6, 4, seed=5, dtype=F64)
+    x = randn(10, 6, seed=6, dtype=F64)
     res = transferability(model, model, x, threat=THEORY)
     for d in ("s2t", "t2s"):
         r = getattr(res, d)
@@ -234,9 +206,9 @@ def test_same_model_alpha1_is_one_and_alpha2_textbook() -> None:
     ],
 )
 def test_two_models_match_textbook(objective, threat, output, squared) -> None:
-    s = _mlp(6, 3, seed=11)
+    s = mlp(6, 3, seed=11, dtype=F64)
     t = build_model("cnn1d", (6,), 3, seed=12, channels=4, feature_dim=8).to(F64)
-    x = _randn(8, 6, seed=13)
+    x = randn(8, 6, seed=13, dtype=F64)
     res = transferability(s, t, x, threat=threat, objective=objective, output=output, squared=squared, seed=3)
     ref = textbook(s, t, x, threat, objective, output=output, seed=3, squared=squared)
     _assert_matches(res, ref)
@@ -246,8 +218,8 @@ def test_two_models_match_textbook(objective, threat, output, squared) -> None:
 
 
 def test_squared_is_square_of_plain() -> None:
-    s, t = _mlp(6, 3, seed=1), _mlp(6, 3, seed=2)
-    x = _randn(8, 6, seed=3)
+    s, t = mlp(6, 3, seed=1, dtype=F64), mlp(6, 3, seed=2, dtype=F64)
+    x = randn(8, 6, seed=3, dtype=F64)
     plain = transferability(s, t, x, threat=THEORY, squared=False).metrics()
     sq = transferability(s, t, x, threat=THEORY, squared=True).metrics()
     for k in plain:
@@ -257,9 +229,9 @@ def test_squared_is_square_of_plain() -> None:
 
 @pytest.mark.parametrize("preset", ["theory", "paper"])
 def test_batch_equals_one_sample_at_a_time(preset: str) -> None:
-    s = _mlp(6, 3, seed=1)
+    s = mlp(6, 3, seed=1, dtype=F64)
     t = build_model("cnn1d", (6,), 3, seed=2, channels=4, feature_dim=8).to(F64)
-    x = _randn(9, 6, seed=4)
+    x = randn(9, 6, seed=4, dtype=F64)
     kw = dict(preset=preset, correct_only=False)
     full = transferability(s, t, x, **kw)
     one = transferability(s, t, x, batch_size=1, **kw)
@@ -274,7 +246,7 @@ def test_batch_equals_one_sample_at_a_time(preset: str) -> None:
 def test_float32_theory_preset_batch_equals_one_sample_at_a_time() -> None:
     s = build_model("mlp", (8,), 4, seed=1, hidden=(32, 16))
     t = build_model("mlp", (8,), 4, seed=2, hidden=(32, 16))
-    x = _randn(16, 8, seed=0, dtype=torch.float32)
+    x = randn(16, 8, seed=0, dtype=torch.float32)
     full = transferability(s, t, x)
     one = transferability(s, t, x, batch_size=1)
     s64, t64 = s.to(F64), t.to(F64)
@@ -290,8 +262,8 @@ def test_float32_theory_preset_batch_equals_one_sample_at_a_time() -> None:
 
 
 def test_correct_only_uses_target_correct_samples() -> None:
-    s, t = _mlp(6, 3, seed=1), _mlp(6, 3, seed=2)
-    x = _randn(14, 6, seed=5)
+    s, t = mlp(6, 3, seed=1, dtype=F64), mlp(6, 3, seed=2, dtype=F64)
+    x = randn(14, 6, seed=5, dtype=F64)
     y = torch.arange(14) % 3
     with torch.no_grad():
         correct = (t(x).argmax(1) == y).numpy()
@@ -313,8 +285,8 @@ def test_correct_only_uses_target_correct_samples() -> None:
 
 
 def test_correct_only_needs_labels() -> None:
-    s, t = _mlp(6, 3, seed=1), _mlp(6, 3, seed=2)
-    x = _randn(4, 6)
+    s, t = mlp(6, 3, seed=1, dtype=F64), mlp(6, 3, seed=2, dtype=F64)
+    x = randn(4, 6, dtype=F64)
     with pytest.raises(ValueError, match="needs the labels y"):
         transferability(s, t, x, correct_only=True)
     with pytest.raises(ValueError, match="needs the labels y"):
@@ -322,8 +294,8 @@ def test_correct_only_needs_labels() -> None:
 
 
 def test_no_correct_sample_is_a_clear_error() -> None:
-    s, t = _mlp(6, 3, seed=1), _mlp(6, 3, seed=2)
-    x = _randn(5, 6)
+    s, t = mlp(6, 3, seed=1, dtype=F64), mlp(6, 3, seed=2, dtype=F64)
+    x = randn(5, 6, dtype=F64)
     with torch.no_grad():
         wrong = (t(x).argmax(1) + 1) % 3
     with pytest.raises(ValueError, match="no sample left"):
@@ -331,8 +303,8 @@ def test_no_correct_sample_is_a_clear_error() -> None:
 
 
 def test_degenerate_reference_deviation_is_excluded_not_nan() -> None:
-    s, t = _mlp(4, 3, seed=1), DeadZone()
-    x = _randn(10, 4, seed=2)
+    s, t = mlp(4, 3, seed=1, dtype=F64), DeadZone()
+    x = randn(10, 4, seed=2, dtype=F64)
     dead = torch.tensor([True, False] * 5)
     x[:, 0] = torch.where(dead, torch.tensor(-2.0, dtype=F64), torch.tensor(3.0, dtype=F64))  # dead vs live ReLU
     res = transferability(s, t, x, threat=THEORY)
@@ -348,8 +320,8 @@ def test_degenerate_reference_deviation_is_excluded_not_nan() -> None:
 
 
 def test_large_tol_marks_samples_degenerate() -> None:
-    s, t = _mlp(6, 3, seed=1), _mlp(6, 3, seed=2)
-    x = _randn(10, 6, seed=3)
+    s, t = mlp(6, 3, seed=1, dtype=F64), mlp(6, 3, seed=2, dtype=F64)
+    x = randn(10, 6, seed=3, dtype=F64)
     ref = textbook(s, t, x, THEORY, "deviation")
     n_tt = np.linalg.norm(ref["dev"]["t2t"], axis=1)
     n_ss = np.linalg.norm(ref["dev"]["s2s"], axis=1)
@@ -375,8 +347,8 @@ def test_success_rates_hand_made() -> None:
     # S predicts from x0 only, T from x0 + x1 (2 classes, logits (z, -z)). With ce + linf eps=0.5 the attack
     # on S moves x0 by -0.5*sign(x0) (x1 untouched: zero gradient) and the attack on T moves both
     # coordinates by -0.5*sign(x0 + x1).
-    s = _linear([[1.0, 0.0], [-1.0, 0.0]])
-    t = _linear([[1.0, 1.0], [-1.0, -1.0]])
+    s = linear([[1.0, 0.0], [-1.0, 0.0]])
+    t = linear([[1.0, 1.0], [-1.0, -1.0]])
     x = torch.tensor([[0.3, 0.4], [0.3, -0.1], [0.9, 0.2], [-0.3, 0.6], [0.4, -0.7]])
     y = torch.tensor([0, 0, 0, 0, 1])
     threat = ThreatModel("linf", 0.5, 10)
@@ -412,8 +384,8 @@ def test_success_rates_hand_made() -> None:
 def test_gradient_masking_flag() -> None:
     # S = logits (x0 + 5, -(x0 + 5)): always class 0 within eps=0.5 of these inputs, but its ce gradient still
     # moves x0 by -0.5, which fools T = logits (x0, -x0) wherever 0 < x0 < 0.5. Transfer beats white-box.
-    s = _linear([[1.0, 0.0], [-1.0, 0.0]], bias=[5.0, -5.0])
-    t = _linear([[1.0, 0.0], [-1.0, 0.0]])
+    s = linear([[1.0, 0.0], [-1.0, 0.0]], bias=[5.0, -5.0])
+    t = linear([[1.0, 0.0], [-1.0, 0.0]])
     x = torch.tensor([[0.2, 0.0], [0.3, 1.0], [1.0, -1.0]])
     y = torch.tensor([0, 0, 0])
     res = transferability(s, t, x, y, threat=ThreatModel("linf", 0.5, 5), objective="ce")
@@ -428,8 +400,8 @@ def test_gradient_masking_flag() -> None:
 
 
 def test_different_label_spaces_have_no_success_rates() -> None:
-    s, t = _mlp(6, 3, seed=1), _mlp(6, 5, seed=2)
-    x = _randn(8, 6, seed=3)
+    s, t = mlp(6, 3, seed=1, dtype=F64), mlp(6, 5, seed=2, dtype=F64)
+    x = randn(8, 6, seed=3, dtype=F64)
     y = torch.tensor([0, 1, 2, 3, 4, 4, 3, 2])
     res = transferability(s, t, x, y, threat=THEORY)
     assert res.s2t.success is None and res.t2s.success is None
@@ -447,8 +419,8 @@ def test_different_label_spaces_have_no_success_rates() -> None:
 
 
 def test_without_labels_no_accuracies() -> None:
-    s, t = _mlp(6, 3, seed=1), _mlp(6, 3, seed=2)
-    res = transferability(s, t, _randn(4, 6), threat=THEORY)
+    s, t = mlp(6, 3, seed=1, dtype=F64), mlp(6, 3, seed=2, dtype=F64)
+    res = transferability(s, t, randn(4, 6, dtype=F64), threat=THEORY)
     assert res.source_accuracy is None and res.target_accuracy is None
     assert res.s2t.success is None and res.t2s.success is None
 
@@ -459,8 +431,8 @@ def test_without_labels_no_accuracies() -> None:
 
 
 def test_result_indexing_metrics_and_to_dict() -> None:
-    s, t = _mlp(6, 3, seed=1), _mlp(6, 3, seed=2)
-    x = _randn(6, 6, seed=3)
+    s, t = mlp(6, 3, seed=1, dtype=F64), mlp(6, 3, seed=2, dtype=F64)
+    x = randn(6, 6, seed=3, dtype=F64)
     y = torch.tensor([0, 1, 2, 0, 1, 2])
     res = transferability(s, t, x, y, threat=THEORY, seed=7)
     assert res["alpha1_t2s"] == res.t2s.alpha1 and isinstance(res["alpha1_t2s"], float)
@@ -497,11 +469,11 @@ def test_result_indexing_metrics_and_to_dict() -> None:
 
 def test_inputs_untouched_modes_restored_deterministic() -> None:
     s = TrainSensitive(6, 3, seed=1).to(F64).train()
-    t = _mlp(6, 3, seed=2).eval()
+    t = mlp(6, 3, seed=2, dtype=F64).eval()
     next(t.parameters()).requires_grad_(False)
     rg_t = [p.requires_grad for p in t.parameters()]
-    state_s, state_t = _state(s), _state(t)
-    x = _randn(8, 6, seed=3).requires_grad_(True)
+    state_s, state_t = params_snapshot(s), params_snapshot(t)
+    x = randn(8, 6, seed=3, dtype=F64).requires_grad_(True)
     y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     x0, y0 = x.detach().clone(), y.clone()
     a = transferability(s, t, x, y, threat=ThreatModel("l2", 0.3, 4, random_start=True), seed=5)
@@ -511,8 +483,8 @@ def test_inputs_untouched_modes_restored_deterministic() -> None:
     assert all(p.requires_grad for p in s.parameters())
     assert [p.requires_grad for p in t.parameters()] == rg_t
     assert all(p.grad is None for p in list(s.parameters()) + list(t.parameters()))
-    assert all(torch.equal(u, v) for u, v in zip(state_s, _state(s)))  # incl. BatchNorm running stats
-    assert all(torch.equal(u, v) for u, v in zip(state_t, _state(t)))
+    assert all(torch.equal(u, v) for u, v in zip(state_s, params_snapshot(s)))  # incl. BatchNorm running stats
+    assert all(torch.equal(u, v) for u, v in zip(state_t, params_snapshot(t)))
     b = transferability(s, t, x, y, threat=ThreatModel("l2", 0.3, 4, random_start=True), seed=5)
     assert a.metrics() == b.metrics()
     assert a.to_dict(samples=True) == b.to_dict(samples=True)
@@ -528,13 +500,13 @@ def test_inputs_untouched_modes_restored_deterministic() -> None:
 
 def test_same_model_in_train_mode_restored() -> None:
     model = TrainSensitive(6, 3, seed=4).to(F64).train()
-    transferability(model, model, _randn(5, 6), threat=THEORY)
+    transferability(model, model, randn(5, 6, dtype=F64), threat=THEORY)
     assert model.training and all(p.requires_grad for p in model.parameters())
 
 
 def test_array_like_inputs_accepted() -> None:
-    s, t = _mlp(6, 3, seed=1, dtype=torch.float32), _mlp(6, 3, seed=2, dtype=torch.float32)
-    x = _randn(5, 6, seed=3, dtype=torch.float32)
+    s, t = mlp(6, 3, seed=1, dtype=torch.float32), mlp(6, 3, seed=2, dtype=torch.float32)
+    x = randn(5, 6, seed=3, dtype=torch.float32)
     y = [0, 1, 2, 0, 1]
     a = transferability(s, t, x.numpy(), np.array(y), preset="paper", correct_only=False)
     b = transferability(s, t, x, torch.tensor(y), preset="paper", correct_only=False)
@@ -547,8 +519,8 @@ def test_array_like_inputs_accepted() -> None:
 
 
 def test_bad_inputs_rejected() -> None:
-    s, t = _mlp(6, 3, seed=1), _mlp(6, 3, seed=2)
-    x = _randn(5, 6)
+    s, t = mlp(6, 3, seed=1, dtype=F64), mlp(6, 3, seed=2, dtype=F64)
+    x = randn(5, 6, dtype=F64)
     y = torch.tensor([0, 1, 2, 0, 1])
     bad = x.clone()
     bad[2, 1] = float("nan")
@@ -581,7 +553,7 @@ def test_bad_inputs_rejected() -> None:
     with pytest.raises(ValueError, match="outside the input bounds"):
         transferability(s, t, x, y, threat=ThreatModel("linf", 0.1, 2, bounds=(0.0, 1.0)))
     with pytest.raises(ValueError, match="could not process inputs"):
-        transferability(s, _mlp(7, 3), x, y)
+        transferability(s, mlp(7, 3, dtype=F64), x, y)
 
     class ThreeD(nn.Module):
         def forward(self, z):

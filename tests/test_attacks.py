@@ -20,42 +20,14 @@ from torch import nn
 from transferlens.attacks import OBJECTIVES, PROBE_SCALE, ThreatModel, fgsm, model_output, pgd
 from transferlens.models import build_model
 
+from helpers import linear, mlp, params_snapshot, rand, randn
+
 F64 = torch.float64
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models: one intra-op thread is faster and immune to CPU contention; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # ----------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------
-
-
-def _randn(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
-
-
-def _rand(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
-
-
-def _mlp(n_in: int = 6, n_out: int = 3, seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Module:
-    return build_model("mlp", (n_in,), n_out, seed=seed, hidden=(16,)).to(dtype)
-
-
-def _linear(weight, bias=None, dtype: torch.dtype = torch.float32) -> nn.Linear:
-    w = torch.as_tensor(weight, dtype=dtype)
-    lin = nn.Linear(w.shape[1], w.shape[0]).to(dtype)
-    with torch.no_grad():
-        lin.weight.copy_(w)
-        lin.bias.copy_(torch.zeros(w.shape[0]) if bias is None else torch.as_tensor(bias))
-    return lin
 
 
 def _norms(delta: torch.Tensor, norm: str) -> torch.Tensor:
@@ -80,10 +52,6 @@ def assert_feasible(delta: torch.Tensor, x: torch.Tensor, threat: ThreatModel) -
         lo, hi = threat.bounds
         xa = (x + delta).double()
         assert float(xa.min()) >= lo - ulp and float(xa.max()) <= hi + ulp
-
-
-def _params_snapshot(model: nn.Module) -> list[torch.Tensor]:
-    return [t.detach().clone() for t in list(model.parameters()) + list(model.buffers())]
 
 
 class ZeroGrad(nn.Module):
@@ -122,7 +90,7 @@ class NoisyNet(nn.Module):
         self.train()
         with torch.no_grad():
             for s in range(3):
-                self.net(_randn(16, n_in, seed=100 + s) * 2 + 1)
+                self.net(randn(16, n_in, seed=100 + s) * 2 + 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -190,8 +158,8 @@ def test_threat_model_validation(kwargs, match) -> None:
 @pytest.mark.parametrize("objective", OBJECTIVES)
 @pytest.mark.parametrize("threat", THREATS, ids=THREAT_IDS)
 def test_pgd_stays_in_ball_and_bounds(threat: ThreatModel, objective: str) -> None:
-    model = _mlp(6, 3, seed=1)
-    x = _rand(10, 6, seed=2) if threat.bounds else _randn(10, 6, seed=2)
+    model = mlp(6, 3, seed=1)
+    x = rand(10, 6, seed=2) if threat.bounds else randn(10, 6, seed=2)
     delta = pgd(model, x, threat, objective, seed=7)
     assert_feasible(delta, x, threat)
     assert not delta.requires_grad
@@ -201,8 +169,8 @@ def test_pgd_stays_in_ball_and_bounds(threat: ThreatModel, objective: str) -> No
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 @pytest.mark.parametrize("objective", OBJECTIVES)
 def test_fgsm_stays_in_ball_and_bounds(norm: str, objective: str) -> None:
-    model = _mlp(6, 3, seed=3)
-    x = _rand(10, 6, seed=4)
+    model = mlp(6, 3, seed=3)
+    x = rand(10, 6, seed=4)
     for bounds in (None, (0.0, 1.0)):
         delta = fgsm(model, x, 0.3, objective, norm=norm, bounds=bounds)
         assert_feasible(delta, x, ThreatModel.fgsm(0.3, norm, bounds))
@@ -211,7 +179,7 @@ def test_fgsm_stays_in_ball_and_bounds(norm: str, objective: str) -> None:
 def test_bounds_are_active_at_the_edge() -> None:
     # Both rows are predicted class 0, so ce-FGSM moves along eps * sign(w1 - w0) = eps * (-, +, -),
     # then x + delta is clipped into [0, 1] (hand-computed).
-    lin = _linear([[1.0, -1.0, 2.0], [-1.0, 1.0, -2.0]])
+    lin = linear([[1.0, -1.0, 2.0], [-1.0, 1.0, -2.0]])
     x = torch.tensor([[0.0, 0.0, 1.0], [0.9, 0.05, 0.2]])
     assert lin(x).argmax(1).tolist() == [0, 0]
     delta = fgsm(lin, x, 0.25, "ce", bounds=(0.0, 1.0))
@@ -230,9 +198,9 @@ def test_pgd_l2_deviation_on_linear_model_finds_top_singular_vector() -> None:
     u, _ = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=F64))
     v, _ = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=F64))
     w = u @ torch.diag(torch.tensor([3.0, 1.0, 0.5], dtype=F64)) @ v[:, :3].T
-    lin = _linear(w, bias=torch.randn(3, generator=g))
+    lin = linear(w, bias=torch.randn(3, generator=g))
     v1 = torch.linalg.svd(w)[2][0].float()  # top right singular vector
-    x = _randn(8, 6, seed=1)
+    x = randn(8, 6, seed=1)
     eps = 0.3
     delta = pgd(lin, x, ThreatModel("l2", eps, 20), "deviation")
     cos = (delta @ v1) / delta.norm(dim=1)
@@ -246,8 +214,8 @@ def test_pgd_l2_deviation_on_linear_model_finds_top_singular_vector() -> None:
 def test_pgd_linf_deviation_on_one_output_linear_model() -> None:
     # f(x) = w.x: max |w.delta| over the linf ball is at eps * sign(w) (up to sign).
     w = torch.tensor([[0.5, -2.0, 1.0, -0.1]])
-    lin = _linear(w)
-    x = _randn(5, 4, seed=3)
+    lin = linear(w)
+    x = randn(5, 4, seed=3)
     delta = pgd(lin, x, ThreatModel("linf", 0.2, 10), "deviation")
     s = torch.sign(w[0]) * 0.2
     for d in delta:
@@ -259,8 +227,8 @@ def test_fgsm_ce_on_two_class_linear_model(norm: str) -> None:
     # CE against the clean prediction p: grad_x = (1 - softmax_p) (w_other - w_p), so the FGSM step is
     # eps * sign(w_other - w_p) (linf) or eps * (w_other - w_p) / ||w_other - w_p|| (l2).
     w = torch.tensor([[1.0, -2.0, 0.5, 0.0, 3.0], [-1.0, 1.0, -0.5, 2.0, -1.0]])
-    lin = _linear(w, bias=[0.1, -0.1])
-    x = _randn(12, 5, seed=4) * 0.3
+    lin = linear(w, bias=[0.1, -0.1])
+    x = randn(12, 5, seed=4) * 0.3
     pred = lin(x).argmax(1)
     assert 0 < int(pred.sum()) < len(x)  # both classes are predicted
     eps = 0.15
@@ -276,8 +244,8 @@ def test_fgsm_ce_on_two_class_linear_model(norm: str) -> None:
 
 
 def test_fgsm_equals_one_pgd_step_with_step_eps() -> None:
-    model = _mlp(6, 3, seed=8)
-    x = _randn(7, 6, seed=9)
+    model = mlp(6, 3, seed=8)
+    x = randn(7, 6, seed=9)
     a = fgsm(model, x, 0.2, "ce", norm="l2")
     b = pgd(model, x, ThreatModel("l2", 0.2, 1, step_size=0.2), "ce")
     assert torch.equal(a, b)
@@ -288,7 +256,7 @@ def test_fgsm_equals_one_pgd_step_with_step_eps() -> None:
 # ----------------------------------------------------------------------------------------------
 
 MODELS64 = {
-    "mlp": lambda: (_mlp(8, 4, seed=1, dtype=F64), (8,)),
+    "mlp": lambda: (mlp(8, 4, seed=1, dtype=F64), (8,)),
     "cnn1d": lambda: (build_model("cnn1d", (8,), 4, seed=2, channels=4, feature_dim=8).to(F64), (8,)),
     "cnn2d": lambda: (build_model("cnn2d", (1, 4, 4), 4, seed=3, channels=3, feature_dim=8).to(F64), (1, 4, 4)),
 }
@@ -299,7 +267,7 @@ MODELS64 = {
 @pytest.mark.parametrize("objective", OBJECTIVES)
 def test_batch_equals_one_sample_at_a_time(arch: str, norm: str, objective: str) -> None:
     model, shape = MODELS64[arch]()
-    x = _randn(5, *shape, seed=11, dtype=F64)
+    x = randn(5, *shape, seed=11, dtype=F64)
     threat = ThreatModel(norm, 0.3, 4)
     full = pgd(model, x, threat, objective, seed=2)
     bs1 = pgd(model, x, threat, objective, seed=2, batch_size=1)
@@ -312,8 +280,8 @@ def test_batch_equals_one_sample_at_a_time(arch: str, norm: str, objective: str)
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 @pytest.mark.parametrize("objective", OBJECTIVES)
 def test_random_start_independent_of_chunking(norm: str, objective: str) -> None:
-    model = _mlp(6, 3, seed=4)
-    x = _randn(9, 6, seed=5)
+    model = mlp(6, 3, seed=4)
+    x = randn(9, 6, seed=5)
     threat = ThreatModel(norm, 0.4, 3, random_start=True)
     full = pgd(model, x, threat, objective, seed=13)
     for bs in (1, 2, 4):
@@ -321,15 +289,15 @@ def test_random_start_independent_of_chunking(norm: str, objective: str) -> None
         # through BLAS) is amplified to ~1e-5 here; the start itself is drawn once for the whole input.
         assert torch.allclose(full, pgd(model, x, threat, objective, seed=13, batch_size=bs), rtol=0, atol=1e-4)
     # float64: exact up to rounding
-    m64, x64 = _mlp(6, 3, seed=4, dtype=F64), x.to(F64)
+    m64, x64 = mlp(6, 3, seed=4, dtype=F64), x.to(F64)
     full64 = pgd(m64, x64, threat, objective, seed=13)
     for bs in (1, 2, 4):
         assert torch.allclose(full64, pgd(m64, x64, threat, objective, seed=13, batch_size=bs), rtol=0, atol=1e-10)
 
 
 def test_ce_float32_batch_equals_one_sample_at_a_time() -> None:
-    model = _mlp(8, 4, seed=1)
-    x = _randn(12, 8, seed=3)
+    model = mlp(8, 4, seed=1)
+    x = randn(12, 8, seed=3)
     for norm in ("linf", "l2"):
         threat = ThreatModel(norm, 0.3, 6)
         full = pgd(model, x, threat, "ce")
@@ -338,10 +306,10 @@ def test_ce_float32_batch_equals_one_sample_at_a_time() -> None:
 
 
 def test_ce_float32_agrees_with_float64() -> None:
-    # Control for the two xfails below: ce starts at delta = 0 with a well-conditioned gradient, so the
+    # Control for the two float32 tests below: ce starts at delta = 0 with a well-conditioned gradient, so the
     # float32 attack matches the float64 one to rounding.
     model = build_model("mlp", (8,), 4, seed=1, hidden=(32, 16))
-    x = _randn(16, 8, seed=0)
+    x = randn(16, 8, seed=0)
     threat = ThreatModel("l2", 0.3, 10)
     d32 = pgd(model, x, threat, "ce")
     d64 = pgd(model.to(F64), x.to(F64), threat, "ce")
@@ -350,7 +318,7 @@ def test_ce_float32_agrees_with_float64() -> None:
 
 def test_deviation_float32_batch_equals_one_sample_at_a_time() -> None:
     model = build_model("mlp", (8,), 4, seed=1, hidden=(32, 16))
-    x = _randn(16, 8, seed=0)
+    x = randn(16, 8, seed=0)
     threat = ThreatModel("l2", 0.3, 10)  # the 'theory' preset's attack
     full = pgd(model, x, threat, "deviation")
     bs1 = pgd(model, x, threat, "deviation", batch_size=1)
@@ -363,7 +331,7 @@ def test_deviation_float32_batch_equals_one_sample_at_a_time() -> None:
 
 def test_kl_float32_agrees_with_float64() -> None:
     model = build_model("mlp", (8,), 4, seed=1, hidden=(32, 16))
-    x = _randn(16, 8, seed=0)
+    x = randn(16, 8, seed=0)
     threat = ThreatModel("l2", 0.3, 10)
     d32 = pgd(model, x, threat, "kl")
     d64 = pgd(model.to(F64), x.to(F64), threat, "kl")
@@ -378,8 +346,8 @@ def test_kl_float32_agrees_with_float64() -> None:
 @pytest.mark.parametrize("requires_grad", [False, True])
 @pytest.mark.parametrize("objective", OBJECTIVES)
 def test_input_never_modified(requires_grad: bool, objective: str) -> None:
-    model = _mlp(6, 3, seed=1)
-    x = _rand(6, 6, seed=2)
+    model = mlp(6, 3, seed=1)
+    x = rand(6, 6, seed=2)
     if requires_grad:
         x.requires_grad_(True)
     before = x.detach().clone()
@@ -396,8 +364,8 @@ def test_model_mode_and_requires_grad_restored(objective: str) -> None:
     model = NoisyNet()
     frozen = model.net[0].bias
     frozen.requires_grad_(False)
-    state = _params_snapshot(model)
-    x = _randn(8, 6, seed=3)
+    state = params_snapshot(model)
+    x = randn(8, 6, seed=3)
     for training in (True, False):
         model.train(training)
         pgd(model, x, ThreatModel("linf", 0.2, 3), objective)
@@ -407,17 +375,17 @@ def test_model_mode_and_requires_grad_restored(objective: str) -> None:
         assert all(p.requires_grad for p in model.parameters() if p is not frozen)
         assert all(p.grad is None for p in model.parameters())
         # parameters and BatchNorm running statistics untouched
-        assert all(torch.equal(a, b) for a, b in zip(state, _params_snapshot(model)))
+        assert all(torch.equal(a, b) for a, b in zip(state, params_snapshot(model)))
 
 
 def test_model_state_restored_after_an_error() -> None:
     model = NoisyNet().train()
     with pytest.raises(ValueError, match="could not process inputs"):
-        pgd(model, _randn(4, 5), ThreatModel())
+        pgd(model, randn(4, 5), ThreatModel())
     assert model.training
     assert all(p.requires_grad for p in model.parameters())
     with pytest.raises(TypeError, match="features"):
-        pgd(model, _randn(4, 6), ThreatModel(), output="features")  # NoisyNet has no features()
+        pgd(model, randn(4, 6), ThreatModel(), output="features")  # NoisyNet has no features()
     assert model.training
     assert all(p.requires_grad for p in model.parameters())
 
@@ -426,7 +394,7 @@ def test_model_state_restored_after_an_error() -> None:
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_train_mode_model_attacked_in_eval_mode(objective: str, norm: str) -> None:
     model = NoisyNet()
-    x = _randn(8, 6, seed=6)
+    x = randn(8, 6, seed=6)
     threat = ThreatModel(norm, 0.3, 4, random_start=True)
     model.train()
     a = pgd(model, x, threat, objective, seed=1)
@@ -448,7 +416,7 @@ def test_train_mode_model_attacked_in_eval_mode(objective: str, norm: str) -> No
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_zero_gradient_keeps_random_start(objective: str, norm: str) -> None:
     model = ZeroGrad()
-    x = _randn(6, 5, seed=1)
+    x = randn(6, 5, seed=1)
     eps = 0.4
     a = pgd(model, x, ThreatModel(norm, eps, 1, random_start=True), objective, seed=3)
     b = pgd(model, x, ThreatModel(norm, eps, 7, random_start=True), objective, seed=3)
@@ -464,7 +432,7 @@ def test_zero_gradient_keeps_random_start(objective: str, norm: str) -> None:
 @pytest.mark.parametrize("objective", OBJECTIVES)
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_zero_gradient_without_random_start(objective: str, norm: str) -> None:
-    x = _randn(4, 5, seed=1)
+    x = randn(4, 5, seed=1)
     eps = 0.4
     delta = pgd(ZeroGrad(), x, ThreatModel(norm, eps, 5), objective)
     assert bool(torch.isfinite(delta).all())
@@ -477,7 +445,7 @@ def test_zero_gradient_without_random_start(objective: str, norm: str) -> None:
 
 def test_saturated_softmax_gives_no_nan() -> None:
     # Logit gaps of ~1e4: float32 softmax saturates and the ce/kl gradients underflow to exactly 0.
-    lin = _linear([[1e4, 0.0], [-1e4, 0.0]])
+    lin = linear([[1e4, 0.0], [-1e4, 0.0]])
     x = torch.tensor([[1.0, 0.0], [-2.0, 1.0]])
     for objective in OBJECTIVES:
         for rs in (False, True):
@@ -487,7 +455,7 @@ def test_saturated_softmax_gives_no_nan() -> None:
 
 
 def test_truly_constant_model_keeps_random_start() -> None:
-    x = _randn(4, 5)
+    x = randn(4, 5)
     delta = pgd(TrulyConstant(), x, ThreatModel("l2", 0.3, 3, random_start=True), "deviation")
     assert bool(torch.isfinite(delta).all())
 
@@ -495,8 +463,8 @@ def test_truly_constant_model_keeps_random_start() -> None:
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 @pytest.mark.parametrize("objective", OBJECTIVES)
 def test_seed_determinism(norm: str, objective: str) -> None:
-    model = _mlp(6, 3, seed=2)
-    x = _randn(5, 6, seed=3)
+    model = mlp(6, 3, seed=2)
+    x = randn(5, 6, seed=3)
     rs = ThreatModel(norm, 0.3, 2, random_start=True)
     assert torch.equal(pgd(model, x, rs, objective, seed=5), pgd(model, x, rs, objective, seed=5))
     assert not torch.allclose(pgd(model, x, rs, objective, seed=5), pgd(model, x, rs, objective, seed=6))
@@ -505,8 +473,8 @@ def test_seed_determinism(norm: str, objective: str) -> None:
 
 
 def test_seed_does_not_touch_global_rng() -> None:
-    model = _mlp(6, 3, seed=2)
-    x = _randn(5, 6, seed=3)
+    model = mlp(6, 3, seed=2)
+    x = randn(5, 6, seed=3)
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
@@ -520,8 +488,8 @@ def test_seed_does_not_touch_global_rng() -> None:
 
 
 def test_model_output_choices() -> None:
-    model = _mlp(6, 3, seed=1)
-    x = _randn(4, 6, seed=2)
+    model = mlp(6, 3, seed=1)
+    x = randn(4, 6, seed=2)
     logits = model_output(model, x, "logits")
     assert torch.equal(logits, model(x))
     assert torch.allclose(model_output(model, x, "probs"), torch.softmax(logits, 1))
@@ -535,8 +503,8 @@ def test_model_output_choices() -> None:
 
 @pytest.mark.parametrize("output", ["probs", "features"])
 def test_pgd_deviation_on_other_outputs(output: str) -> None:
-    model = _mlp(6, 3, seed=1, dtype=F64)
-    x = _randn(4, 6, seed=2, dtype=F64)
+    model = mlp(6, 3, seed=1, dtype=F64)
+    x = randn(4, 6, seed=2, dtype=F64)
     threat = ThreatModel("l2", 0.3, 5)
     delta = pgd(model, x, threat, "deviation", output=output)
     assert_feasible(delta, x, threat)
@@ -563,7 +531,7 @@ class OneD(nn.Module):
 
 
 def _bad_x(kind: str) -> torch.Tensor:
-    x = _randn(4, 6)
+    x = randn(4, 6)
     if kind == "nan":
         x[1, 2] = float("nan")
     elif kind == "inf":
@@ -581,12 +549,12 @@ def _bad_x(kind: str) -> torch.Tensor:
 )
 def test_bad_inputs_rejected(kind: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        pgd(_mlp(6, 3), _bad_x(kind), ThreatModel())
+        pgd(mlp(6, 3), _bad_x(kind), ThreatModel())
 
 
 def test_bad_arguments_rejected() -> None:
-    model = _mlp(6, 3)
-    x = _randn(4, 6)
+    model = mlp(6, 3)
+    x = randn(4, 6)
     with pytest.raises(ValueError, match="objective must be one of"):
         pgd(model, x, ThreatModel(), "cw")
     with pytest.raises(ValueError, match="output must be one of"):
@@ -606,41 +574,41 @@ def test_bad_arguments_rejected() -> None:
 
 def test_shape_mismatch_and_bad_model_outputs() -> None:
     with pytest.raises(ValueError, match="could not process inputs of shape"):
-        pgd(_mlp(6, 3), _randn(4, 7), ThreatModel())
+        pgd(mlp(6, 3), randn(4, 7), ThreatModel())
     with pytest.raises(ValueError, match="could not process inputs of shape"):
-        pgd(build_model("cnn2d", (1, 4, 4), 3, channels=2, feature_dim=4), _randn(4, 16), ThreatModel())
+        pgd(build_model("cnn2d", (1, 4, 4), 3, channels=2, feature_dim=4), randn(4, 16), ThreatModel())
     with pytest.raises(ValueError, match="2-D"):
-        pgd(ThreeD(), _randn(4, 6), ThreatModel())
+        pgd(ThreeD(), randn(4, 6), ThreatModel())
     with pytest.raises(ValueError, match="2-D"):
-        pgd(OneD(), _randn(4, 6), ThreatModel())
+        pgd(OneD(), randn(4, 6), ThreatModel())
 
 
 def test_inputs_outside_bounds_rejected() -> None:
-    x = _rand(4, 6)
+    x = rand(4, 6)
     x[2, 3] = 1.5
     with pytest.raises(ValueError, match="outside the input bounds"):
-        pgd(_mlp(6, 3), x, ThreatModel(bounds=(0.0, 1.0)))
+        pgd(mlp(6, 3), x, ThreatModel(bounds=(0.0, 1.0)))
     with pytest.raises(ValueError, match="outside the input bounds"):
-        fgsm(_mlp(6, 3), x - 2.0, 0.1, bounds=(-1.0, 1.0))
+        fgsm(mlp(6, 3), x - 2.0, 0.1, bounds=(-1.0, 1.0))
     with pytest.raises(ValueError, match="lo < hi"):
-        fgsm(_mlp(6, 3), x, 0.1, bounds=(1.0, 0.0))
+        fgsm(mlp(6, 3), x, 0.1, bounds=(1.0, 0.0))
 
 
 def test_validate_false_skips_checks_but_still_feasible() -> None:
-    model = _mlp(6, 3)
-    x = _rand(4, 6)
+    model = mlp(6, 3)
+    x = rand(4, 6)
     threat = ThreatModel("l2", 0.5, 3, bounds=(0.0, 1.0))
     assert torch.equal(pgd(model, x, threat, validate=False), pgd(model, x, threat))
 
 
 def test_pgd_accepts_numpy_like_transferability_does() -> None:
-    model = _mlp(6, 3)
-    x = _randn(4, 6)
+    model = mlp(6, 3)
+    x = randn(4, 6)
     assert torch.equal(pgd(model, x.numpy(), ThreatModel()), pgd(model, x, ThreatModel()))
 
 
 def test_integer_inputs_are_converted() -> None:
-    model = _mlp(6, 3)
+    model = mlp(6, 3)
     x = torch.randint(0, 2, (4, 6))
     delta = pgd(model, x, ThreatModel("linf", 0.2, 2, bounds=(0, 1)), "ce")
     assert delta.dtype == torch.get_default_dtype()
@@ -651,7 +619,7 @@ def test_integer_inputs_are_converted() -> None:
 # Property: projection onto the ball and the bounds
 # ----------------------------------------------------------------------------------------------
 
-_PROP_MODEL = _linear(_randn(3, 4, seed=21, dtype=F64) * 2, dtype=F64)
+_PROP_MODEL = linear(randn(3, 4, seed=21, dtype=F64) * 2, dtype=F64)
 
 
 @settings(max_examples=25, deadline=None, derandomize=True)
@@ -670,7 +638,7 @@ _PROP_MODEL = _linear(_randn(3, 4, seed=21, dtype=F64) * 2, dtype=F64)
 def test_property_projection(eps, norm, lo, width, use_bounds, random_start, objective, steps, step_mult, seed) -> None:
     bounds = (lo, lo + width) if use_bounds else None
     threat = ThreatModel(norm, eps, steps, step_size=step_mult * eps, random_start=random_start, bounds=bounds)
-    u = _rand(5, 4, seed=seed, dtype=F64)
+    u = rand(5, 4, seed=seed, dtype=F64)
     x = lo + width * u if use_bounds else (u - 0.5) * 6
     x[0] = lo if use_bounds else x[0]  # one sample exactly on a bound
     delta = pgd(_PROP_MODEL, x, threat, objective, seed=seed)
@@ -684,8 +652,8 @@ def test_property_projection(eps, norm, lo, width, use_bounds, random_start, obj
 
 def test_float32_bounds_rounding_is_at_most_an_ulp() -> None:
     # Documented slack in assert_feasible: the only float32 excess over eps comes from x + delta rounding.
-    model = _mlp(6, 3, seed=1)
-    x = _rand(50, 6, seed=2) * 0.98 + 0.01
+    model = mlp(6, 3, seed=1)
+    x = rand(50, 6, seed=2) * 0.98 + 0.01
     for norm in ("linf", "l2"):
         threat = ThreatModel(norm, 8 / 255, 5, bounds=(0.0, 1.0))
         delta = pgd(model, x, threat, "ce")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Iterator
 
 import pytest
 import torch
@@ -17,17 +16,7 @@ from transferlens.knowledge import KnowledgeResult, extract_features, linear_pro
 from transferlens.models import FeatureModel, build_model, wrap_model
 from transferlens.training import fit
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    # one torch thread and one BLAS thread: scikit-learn's L-BFGS is ~10x slower on busy cores otherwise
-    from threadpoolctl import threadpool_limits
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(old)
+from helpers import same_state
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +38,6 @@ def trained(small: Task) -> FeatureModel:
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def _same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 # ------------------------------------------------------------------------------------ hand-made models
@@ -162,7 +147,7 @@ def test_source_model_untouched(trained: FeatureModel, target: Task) -> None:
         assert all(p.grad is None for p in trained.parameters())
     finally:
         trained.eval()
-    assert _same_state(_state(trained), before)
+    assert same_state(_state(trained), before)
 
 
 def test_stronger_regularisation_is_less_confident(trained: FeatureModel, target: Task) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 import socket
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,14 +15,6 @@ from transferlens.data.mnist1d import MNIST1D_DOMAINS, SHIFT_KNOBS, mnist1d_task
 from transferlens.data.task import Task
 
 N = 400  # small: 320 train / 80 test
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import torch
 from torch import nn
 
 from transferlens.models import ARCHITECTURES, CNN1D, CNN2D, MLP, FeatureModel, WrappedModel, build_model, wrap_model
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 # arch, input_shape, kwargs, expected feature_dim

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from transferlens.data.task import Task
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _parts(n_train: int = 6, n_test: int = 4, shape: tuple[int, ...] = (3,), num_classes: int = 3) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import copy
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -17,13 +17,7 @@ from transferlens.data.task import Task
 from transferlens.models import build_model
 from transferlens.training import TrainConfig, TrainResult, accuracy, fit
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+from helpers import same_state
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +35,6 @@ def _tiny_task(n_train: int = 12, n_test: int = 6, dim: int = 4, k: int = 3) -> 
         y_test=torch.arange(n_test) % k,
         num_classes=k,
     )
-
-
-def _same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @dataclass
@@ -119,7 +109,7 @@ def test_on_epoch_called_once_per_epoch(trained: Trained) -> None:
 
 def test_best_weights_restored(trained: Trained) -> None:
     best = trained.snapshots[trained.result.best_epoch - 1]
-    assert _same_state(trained.model.state_dict(), best)
+    assert same_state(trained.model.state_dict(), best)
 
 
 def test_deterministic(small: Task) -> None:
@@ -130,7 +120,7 @@ def test_deterministic(small: Task) -> None:
         model = build_model("cnn1d", small.input_shape, 10, seed=7)
         results.append(fit(model, small, cfg, device="cpu"))
         models.append(model)
-    assert _same_state(models[0].state_dict(), models[1].state_dict())
+    assert same_state(models[0].state_dict(), models[1].state_dict())
     assert results[0] == results[1]
     assert results[0].to_dict() == results[1].to_dict()
 
@@ -141,7 +131,7 @@ def test_different_training_seed_differs(small: Task) -> None:
         model = build_model("mlp", small.input_shape, 10, seed=0, hidden=(16,))
         fit(model, small, epochs=2, seed=seed, device="cpu")
         states.append(model.state_dict())
-    assert not _same_state(*states)
+    assert not same_state(*states)
 
 
 def test_early_stopping_when_val_loss_stalls(small: Task) -> None:
@@ -165,8 +155,8 @@ def test_early_stopping_on_overfitting(small: Task) -> None:
     assert r.epochs_run < 60
     assert r.epochs_run == r.best_epoch + 3
     assert all(v >= r.val_loss[r.best_epoch - 1] - 1e-6 for v in r.val_loss[r.best_epoch :])
-    assert _same_state(model.state_dict(), snaps[r.best_epoch - 1])
-    assert not _same_state(model.state_dict(), snaps[-1])
+    assert same_state(model.state_dict(), snaps[r.best_epoch - 1])
+    assert not same_state(model.state_dict(), snaps[-1])
 
 
 def test_overrides_merge_into_config(small: Task) -> None:
