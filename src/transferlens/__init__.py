@@ -1,14 +1,39 @@
 """transferlens: measure and predict how well what one neural network learned carries over to another.
 
-Adversarial transferability (alpha metrics of Liang et al., ICML 2021) and knowledge transferability
-(linear probe, last-layer retraining), on embedded data, with a CLI and an HTML report.
+Adversarial transferability (alpha metrics of Liang et al., ICML 2021, attack-based and exact), and
+knowledge transferability (linear probe, last-layer retraining, closed-form refit), on embedded data,
+with a CLI and an HTML report.
 """
 
 from .adversarial import PRESETS, DirectionResult, SuccessRates, Transferability, transferability
 from .attacks import ThreatModel, fgsm, model_output, pgd
-from .data import DIGITS_TRANSFORMS, MNIST1D_DOMAINS, Task, digits_task, mnist1d_task
+from .data import (
+    DIGITS_TRANSFORMS,
+    MNIST1D_DOMAINS,
+    RegressionData,
+    SigmoidNet,
+    Task,
+    build_sigmoid_net,
+    digits_task,
+    mnist1d_task,
+    perturbed_copy,
+    random_direction,
+    rbf_regression,
+    refit_output_layer,
+    train_regression,
+)
 from .evaluation import Correlation, bootstrap_ci, correlate, kendall, pearson, relative_top1, spearman, weighted_tau
-from .experiments import E2Config, E2Result, run_e2, write_e2
+from .exact import (
+    ConsistencyCheck,
+    ExactTransferability,
+    MatchingDistance,
+    check_consistency,
+    exact_attack,
+    exact_transferability,
+    jacobians,
+    singular_directions,
+)
+from .experiments import E1Config, E1Result, E2Config, E2Result, run_e1, run_e2, write_e1, write_e2
 from .knowledge import KnowledgeResult, extract_features, linear_probe, retrain_last_layer
 from .models import CNN1D, CNN2D, MLP, FeatureModel, build_model, wrap_model
 from .training import TrainConfig, TrainResult, accuracy, fit
@@ -16,6 +41,10 @@ from .training import TrainConfig, TrainResult, accuracy, fit
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConsistencyCheck", "E1Config", "E1Result", "ExactTransferability", "MatchingDistance", "RegressionData",
+    "SigmoidNet", "build_sigmoid_net", "check_consistency", "exact_attack", "exact_transferability",
+    "jacobians", "perturbed_copy", "random_direction", "rbf_regression", "refit_output_layer", "run_e1",
+    "singular_directions", "train_regression", "write_e1",
     "CNN1D", "CNN2D", "DIGITS_TRANSFORMS", "MLP", "MNIST1D_DOMAINS", "PRESETS",
     "Correlation", "DirectionResult", "E2Config", "E2Result", "FeatureModel", "KnowledgeResult",
     "SuccessRates", "Task", "ThreatModel", "TrainConfig", "TrainResult", "Transferability",

@@ -15,7 +15,8 @@ from rich.table import Table
 app = typer.Typer(add_completion=False, help="Measure and predict transferability between neural networks.")
 console = Console()
 
-EXPERIMENTS = ("e2",)
+EXPERIMENTS = ("e2", "synthetic", "e1")
+QUICK_E1 = dict(n_samples=500, n_scales=5, train_steps=50)
 QUICK = dict(source_domains=("reference", "noisy", "shuffled"), architectures=("mlp", "cnn1d"), num_samples=1000, n_eval=200, n_boot=200)
 
 
@@ -41,30 +42,53 @@ def _default_out() -> Path:
 
 @app.command()
 def run(
-    experiment: str = typer.Argument("e2", help="Experiment to run: e2 (adversarial vs knowledge transferability on MNIST-1D)."),
+    experiment: str = typer.Argument(
+        "e2", help="e2 (default): adversarial vs knowledge transferability on MNIST-1D; synthetic (e1): exact metrics on RBF regression."
+    ),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/<timestamp>/)."),
     seed: int = typer.Option(0, "--seed", help="Seed for data generation, model initialisation and training."),
-    preset: str = typer.Option("theory", "--preset", help="Alpha-metric preset: theory (deviation, l2) or paper (ce, linf, squared norms)."),
-    eps: Optional[float] = typer.Option(None, "--eps", help="Attack radius (default: the preset's)."),
-    quick: bool = typer.Option(False, "--quick", help="A reduced zoo on less data: a smoke test in a few seconds."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    preset: str = typer.Option("theory", "--preset", help="e2: alpha-metric preset, theory (deviation, l2) or paper (ce, linf, squared norms)."),
+    eps: Optional[float] = typer.Option(None, "--eps", help="e2: attack radius (default: the preset's)."),
+    schedule: str = typer.Option("accumulated", "--schedule", help="synthetic: deviation schedule, accumulated or linear."),
+    level: int = typer.Option(0, "--level", help="synthetic: singular vector used as the attack direction (0 = top)."),
+    quick: bool = typer.Option(False, "--quick", help="A reduced run on less data: a smoke test in a few seconds."),
+    device: str = typer.Option("cpu", "--device", help="e2: cpu, cuda or auto."),
 ) -> None:
     """Run an experiment on embedded data and write results.csv, summary.json and report.html."""
-    from .experiments import E2Config, run_e2, write_e2
-
     if experiment not in EXPERIMENTS:
         console.print(f"[red]unknown experiment {experiment!r}[/red]; choose one of {', '.join(EXPERIMENTS)}")
         raise typer.Exit(2)
+    kind = "e1" if experiment in ("synthetic", "e1") else "e2"
     try:
-        cfg = E2Config(seed=seed, preset=preset, eps=eps, device=device, **(QUICK if quick else {}))
+        if kind == "e1":
+            from .experiments.e1 import E1Config
+
+            ablation = 1 if level == 0 else 0
+            cfg = E1Config(seed=seed, schedule=schedule, level=level, ablation_level=ablation, **(QUICK_E1 if quick else {}))
+        else:
+            from .experiments import E2Config
+
+            cfg = E2Config(seed=seed, preset=preset, eps=eps, device=device, **(QUICK if quick else {}))
     except ValueError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     out_dir = out or _default_out()
-    console.print(
-        f"[bold]E2[/bold]: {len(cfg.source_domains) * len(cfg.architectures)} sources "
-        f"({', '.join(cfg.architectures)} x {', '.join(cfg.source_domains)}) vs a {cfg.target_arch} target, preset {cfg.preset}"
-    )
+    if kind == "e1":
+        from .experiments.e1 import run_e1 as runner, write_e1 as writer
+
+        console.print(
+            f"[bold]E1[/bold] (synthetic, exact metrics): {cfg.n_scales} deviation scales, {cfg.schedule} schedule, "
+            f"N={cfg.n_samples}, singular vector {cfg.level + 1} (ablation: {cfg.ablation_level + 1 if cfg.ablation_level is not None else 'none'})"
+        )
+        truth = "refit RMSE (negative: the metric falls as transfer gets worse)"
+    else:
+        from .experiments import run_e2 as runner, write_e2 as writer
+
+        console.print(
+            f"[bold]E2[/bold]: {len(cfg.source_domains) * len(cfg.architectures)} sources "
+            f"({', '.join(cfg.architectures)} x {', '.join(cfg.source_domains)}) vs a {cfg.target_arch} target, preset {cfg.preset}"
+        )
+        truth = "linear-probe accuracy on the target"
     with Progress(
         TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
         console=console, transient=False,
@@ -74,10 +98,10 @@ def run(
         def progress(stage: str, done: int, total: int) -> None:
             bar.update(task_id, description=stage, completed=done, total=total)
 
-        result = run_e2(cfg, progress)
-    paths = write_e2(result, out_dir)
+        result = runner(cfg, progress)
+    paths = writer(result, out_dir)
 
-    table = Table(title="Correlation with linear-probe accuracy on the target")
+    table = Table(title=f"Correlation with {truth}")
     for col in ("metric", "spearman", "95% CI", "pearson", "kendall"):
         table.add_column(col, justify="right" if col != "metric" else "left")
     for metric, c in result.correlations.items():
@@ -85,8 +109,8 @@ def run(
         table.add_row(metric, _f(c.spearman), ci, _f(c.pearson), _f(c.kendall))
     console.print(table)
     console.print(f"finished in {result.seconds:.1f} s")
-    for kind, path in paths.items():
-        console.print(f"{kind:>8}: {path}")
+    for kind_, path in paths.items():
+        console.print(f"{kind_:>8}: {path}")
 
 
 def _f(v: float | None) -> str:

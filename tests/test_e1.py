@@ -1,0 +1,95 @@
+"""The synthetic experiment (E1) with exact metrics, on a reduced size, and `transferlens run synthetic`."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from transferlens.cli import app
+from transferlens.experiments.e1 import ALPHAS, METRICS, E1Config, run_e1, write_e1
+
+TINY = dict(n_samples=300, n_inputs=8, n_outputs=3, n_rbf=20, width=16, n_scales=5, train_steps=40)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return run_e1(E1Config(**TINY))
+
+
+def test_zero_deviation_is_the_target_itself(tiny):
+    first = tiny.measurements[0]
+    for d in ("s2t", "t2s"):
+        assert first[f"alpha1_{d}"] == pytest.approx(1.0, abs=1e-9)
+        assert first[f"grad_match_{d}"] == pytest.approx(0.0, abs=1e-6)
+        assert first[f"func_match_{d}"] == pytest.approx(0.0, abs=1e-8)
+    # The target's own head is already the least-squares one, so refitting cannot do better.
+    assert tiny.refit_rmse[0] == pytest.approx(tiny.target_rmse, rel=1e-6)
+
+
+def test_trend_alphas_fall_while_refit_rmse_rises():
+    # The published sizes of inputs, outputs and width on fewer samples: the trend of the paper.
+    r = run_e1(E1Config(n_samples=1000, n_scales=6, train_steps=60, ablation_level=None))
+    assert r.scales[0] == 0.0 and list(r.scales) == sorted(r.scales)
+    assert r.correlations["combined_s2t"].spearman <= -0.9
+    assert r.correlations["alpha1_t2s"].spearman <= -0.9
+    assert r.correlations["grad_match_s2t"].spearman >= 0.9
+    assert list(r.refit_rmse) == sorted(r.refit_rmse)
+
+
+def test_ablation_uses_the_second_singular_vector(tiny):
+    assert len(tiny.ablation) == len(tiny.scales)
+    assert tiny.ablation[0].options["level"] == 1
+    # at zero deviation the ablation's alpha1 is sigma_2 / sigma_max < 1
+    assert tiny.ablation[0]["alpha1_t2s"] < 1.0
+
+
+def test_outputs_schema_and_reproducibility(tiny, tmp_path):
+    paths = write_e1(tiny, tmp_path / "a")
+    summary = json.loads(paths["summary"].read_text())
+    assert summary["experiment"] == "E1" and summary["ground_truth"] == "refit_rmse"
+    assert set(summary["correlations"]) == set(METRICS)
+    assert set(summary["ablation_correlations"]) == set(ALPHAS)
+    for c in summary["correlations"].values():
+        assert {"pearson", "spearman", "kendall", "spearman_ci"} <= set(c)
+    rows = list(csv.DictReader(paths["results"].open()))
+    assert len(rows) == TINY["n_scales"]
+    for col in ("scale", "alpha1_s2t", "alpha1_t2s", "combined_s2t", "grad_match_s2t", "func_match_t2s", "refit_rmse", "alpha1_t2s_level1"):
+        assert col in rows[0]
+    html = paths["report"].read_text()
+    assert html.count("data:image/png;base64,") == 5
+    again = write_e1(run_e1(E1Config(**TINY)), tmp_path / "b")
+    assert again["summary"].read_bytes() == paths["summary"].read_bytes()
+
+
+def test_linear_schedule_and_no_ablation():
+    r = run_e1(E1Config(**{**TINY, "schedule": "linear", "ablation_level": None, "n_scales": 3}))
+    assert r.scales == (0.0, 0.1, 0.2) and r.ablation == () and r.ablation_correlations == {}
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"schedule": "cubic"}, "unknown schedule"),
+        ({"level": 3, "n_outputs": 3}, "level"),
+        ({"ablation_level": -1}, "ablation_level"),
+        ({"n_scales": 2}, "n_scales"),
+        ({"width": 0}, "width"),
+    ],
+)
+def test_config_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        E1Config(**kwargs)
+
+
+def test_cli_synthetic(tmp_path):
+    out = tmp_path / "syn"
+    res = CliRunner().invoke(app, ["run", "synthetic", "--quick", "--out", str(out), "--schedule", "linear"])
+    assert res.exit_code == 0, res.output
+    assert "combined_s2t" in res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["schedule"] == "linear"
+    bad = CliRunner().invoke(app, ["run", "synthetic", "--level", "99", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "level" in bad.output
