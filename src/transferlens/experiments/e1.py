@@ -96,7 +96,9 @@ class E1Result:
         for i, scale in enumerate(self.scales):
             r: dict[str, Any] = {"step": i, "scale": scale}
             r.update({m: self.measurements[i][m] for m in METRICS})
-            r["grad_match_rel_s2t"] = self.measurements[i].gradient_matching["s2t"].relative
+            for d in ("s2t", "t2s"):
+                r[f"grad_match_rel_{d}"] = self.measurements[i].gradient_matching[d].relative
+                r[f"func_match_rel_{d}"] = self.measurements[i].function_matching[d].relative
             r["refit_rmse"] = self.refit_rmse[i]
             if self.ablation:
                 r.update({f"{m}_level{self.config.ablation_level}": self.ablation[i][m] for m in ALPHAS})
@@ -182,7 +184,13 @@ def write_e1(result: E1Result, out_dir: str | Path) -> dict[str, Path]:
         LinePlot(x=x, series={m: col(m) for m in ("alpha1_s2t", "alpha1_t2s")}, xlabel="deviation scale", ylabel="alpha1", title="alpha1 (exact, top singular vector)"),
         LinePlot(x=x, series={m: col(m) for m in ("alpha2_s2t", "alpha2_t2s", "combined_s2t", "combined_t2s")}, xlabel="deviation scale", ylabel="value", title="alpha2 and combined"),
         LinePlot(x=x, series={"refit RMSE": col("refit_rmse")}, xlabel="deviation scale", ylabel="RMSE", title=f"knowledge transfer: refit RMSE (target alone {result.target_rmse:.3f})"),
-        LinePlot(x=x, series={m: col(m) for m in DISTANCES}, xlabel="deviation scale", ylabel="distance", title="gradient- and function-matching distances"),
+        LinePlot(
+            x=x,
+            series={m.replace("_rel", ""): col(m) for m in ("grad_match_rel_s2t", "grad_match_rel_t2s", "func_match_rel_s2t", "func_match_rel_t2s")},
+            xlabel="deviation scale",
+            ylabel="distance / RMS size of the matched quantity",
+            title="gradient- and function-matching distances (relative)",
+        ),
     ]
     if result.ablation:
         figures.append(
