@@ -22,6 +22,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_alpha.py
+	$(PY) benchmarks/bench_exact.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -69,7 +69,10 @@ def _jacobian_chunks(
                     "need a differentiable model made of standard torch operations"
                 ) from exc
             j, out = j.detach().double(), out.detach().double()
-            if not (bool(torch.isfinite(j).all()) and bool(torch.isfinite(out).all())):
+            # One cheap reduction first (NaN/Inf anywhere propagates); the exact check only if it trips.
+            if not bool(torch.isfinite(j.sum() + out.sum())) and not (
+                bool(torch.isfinite(j).all()) and bool(torch.isfinite(out).all())
+            ):
                 raise ValueError(
                     f"{name} has NaN/Inf in its outputs or Jacobians (overflow?) on inputs {i}..{i + len(xb) - 1}; "
                     "rescale the inputs or use a float64 model"
@@ -103,7 +106,7 @@ def jacobians(model: nn.Module, x: torch.Tensor, *, output: str = "logits", chun
     return torch.cat([j for _, _, j in _jacobian_chunks(model, x, output, chunk_size, "model")])
 
 
-def _svd(j: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _svd(j: torch.Tensor, k: int, gram: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top ``k`` singular values ``(B, k)`` and right-singular vectors ``(B, k, n)`` of ``j`` (B, d, n).
 
     Through the eigendecomposition of the smaller Gram matrix: a batch of tiny symmetric eigenproblems is
@@ -111,14 +114,15 @@ def _svd(j: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     ``sigma_i = ||J^T u_i||``, ``v_i = J^T u_i / sigma_i`` (taking the norm of ``J^T u_i`` rather than the
     square root of the eigenvalue keeps tiny singular values tiny instead of ``sqrt(rounding)``). Singular
     values below the numerical-rank cut-off ``max(d, n) * eps * sigma_max`` are returned as 0 with a zero
-    vector (such samples are degenerate at that level and excluded by the metrics).
+    vector (such samples are degenerate at that level and excluded by the metrics). ``gram`` may pass a
+    precomputed ``J J^T`` (used when d <= n).
     """
     d, n = j.shape[1], j.shape[2]
     if n < d:
         _, vecs = torch.linalg.eigh(j.transpose(1, 2) @ j)
         v = vecs.flip(2)[:, :, :k].transpose(1, 2)  # (B, k, n), unit rows
         return (j @ v.transpose(1, 2)).norm(dim=1), v
-    _, u = torch.linalg.eigh(j @ j.transpose(1, 2))
+    _, u = torch.linalg.eigh(j @ j.transpose(1, 2) if gram is None else gram)
     v = (j.transpose(1, 2) @ u.flip(2)[:, :, :k]).transpose(1, 2)  # (B, k, n), rows have norm sigma_i
     sigma = v.norm(dim=2)
     # Below the numerical rank cut-off (as in pinv) J^T u_i is rounding noise that points along the top
@@ -127,6 +131,42 @@ def _svd(j: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     rank_ok = sigma > cutoff
     scale = torch.where(rank_ok, 1.0 / sigma.clamp_min(1e-300), torch.zeros_like(sigma))
     return torch.where(rank_ok, sigma, torch.zeros_like(sigma)), v * scale.unsqueeze(2)
+
+
+def _top_and_level(j: torch.Tensor, gram: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sigma_max`` ``(B,)`` and the right-singular vector at ``level`` ``(B, n)`` (zero below the rank cut-off).
+
+    Faster than a full eigendecomposition when d <= n: the eigenvalues of ``J J^T`` alone, then three
+    steps of inverse iteration shifted just past the wanted eigenvalue give its eigenvector ``u`` to
+    rounding (each step shrinks the error by ``1e-10 * lambda_max / gap``); ``v = J^T u / ||J^T u||``.
+    Samples where the shifted solve fails fall back to the full decomposition.
+    """
+    d, n = j.shape[1], j.shape[2]
+    if n < d:
+        s, v = _svd(j, level + 1)
+        return s[:, 0], v[:, level, :]
+    lam = torch.linalg.eigvalsh(gram)  # ascending
+    lam_max = lam[:, -1].clamp_min(0)
+    shift = lam[:, d - 1 - level] + 1e-10 * lam_max + 1e-300
+    system = gram - shift.view(-1, 1, 1) * torch.eye(d, dtype=gram.dtype)
+    gen = torch.Generator().manual_seed(0)  # a fixed generic start, the same for every sample
+    u = (torch.rand(d, 1, generator=gen, dtype=gram.dtype) + 0.5).expand(len(j), d, 1)
+    ok = torch.ones(len(j), dtype=torch.bool)
+    for _ in range(3):
+        u, info = torch.linalg.solve_ex(system, u)
+        ok &= info == 0
+        u = u / u.norm(dim=1, keepdim=True)
+    ok &= torch.isfinite(u).all(dim=(1, 2))
+    if not bool(ok.all()):
+        bad = ~ok
+        _, vecs = torch.linalg.eigh(gram[bad])
+        u = u.clone()
+        u[bad] = vecs[:, :, d - 1 - level : d - level]
+    v = (j.transpose(1, 2) @ u).squeeze(2)
+    sigma = v.norm(dim=1)
+    rank_ok = sigma > max(d, n) * torch.finfo(j.dtype).eps * lam_max.sqrt()
+    scale = torch.where(rank_ok, 1.0 / sigma.clamp_min(1e-300), torch.zeros_like(sigma))
+    return lam_max.sqrt(), v * scale.unsqueeze(1)
 
 
 def singular_directions(
@@ -207,18 +247,18 @@ class ExactTransferability:
 
 
 class _Moments:
-    """Streaming sums for the optimal affine map between two models' Jacobians (``a`` mapped onto ``b``)."""
+    """Streaming sums for the optimal affine map of ``a``'s Jacobians onto ``b``'s: ``sum J_b J_a^T``,
+    ``sum J_a J_a^T`` and ``sum ||J_b||_F^2``."""
 
     def __init__(self) -> None:
-        self.ba = self.aa = None
+        self.ba: torch.Tensor | float = 0.0
+        self.aa: torch.Tensor | float = 0.0
         self.bb = 0.0
 
-    def add(self, ja: torch.Tensor, jb: torch.Tensor) -> None:
-        ba = torch.einsum("bin,bjn->ij", jb, ja)
-        aa = torch.einsum("bin,bjn->ij", ja, ja)
-        self.ba = ba if self.ba is None else self.ba + ba
-        self.aa = aa if self.aa is None else self.aa + aa
-        self.bb += float((jb * jb).sum())
+    def add(self, cross_ba: torch.Tensor, gram_a: torch.Tensor, sq_b: float) -> None:
+        self.ba = self.ba + cross_ba
+        self.aa = self.aa + gram_a
+        self.bb += sq_b
 
     def distance(self, n: int, direction: str) -> MatchingDistance:
         a_star = self.ba @ torch.linalg.pinv(self.aa, hermitian=True)
@@ -273,7 +313,8 @@ def exact_transferability(
     x = _validate(source, target, x, level, chunk_size)
     check_positive(tol, "tol")
     n_in = int(np.prod(x.shape[1:]))
-    dev: dict[str, list[torch.Tensor]] = {k: [] for k in ("s2s", "s2t", "t2t", "t2s", "s_top", "t_top")}
+    dev: dict[str, list[torch.Tensor]] = {k: [] for k in ("s2s", "s2t", "t2t", "t2s")}
+    sigma_max: dict[str, list[torch.Tensor]] = {"s": [], "t": []}
     f_s, f_t = [], []
     mom_st, mom_ts = _Moments(), _Moments()
     # The outer context restores both models even when source is target (the generators' own contexts
@@ -282,24 +323,29 @@ def exact_transferability(
         for (rows, out_s, j_s), (_, out_t, j_t) in chunks:
             _check_level(level, n_in, j_s.shape[1], "source")
             _check_level(level, n_in, j_t.shape[1], "target")
-            _, vs = _svd(j_s, level + 1)
-            _, vt = _svd(j_t, level + 1)
-            v_s, v_t = vs[:, level, :], vt[:, level, :]
+            # Per-sample Gram matrices serve both the singular vectors and the matching moments.
+            g_s, g_t = j_s @ j_s.transpose(1, 2), j_t @ j_t.transpose(1, 2)
+            sig_s, v_s = _top_and_level(j_s, g_s, level)
+            sig_t, v_t = _top_and_level(j_t, g_t, level)
             dev["s2s"].append(torch.einsum("bdn,bn->bd", j_s, v_s))
             dev["s2t"].append(torch.einsum("bdn,bn->bd", j_t, v_s))
             dev["t2t"].append(torch.einsum("bdn,bn->bd", j_t, v_t))
             dev["t2s"].append(torch.einsum("bdn,bn->bd", j_s, v_t))
             # alpha1's denominator is the other model's worst case, sigma_max, whatever the attack's level.
-            dev["s_top"].append(torch.einsum("bdn,bn->bd", j_s, vs[:, 0, :]))
-            dev["t_top"].append(torch.einsum("bdn,bn->bd", j_t, vt[:, 0, :]))
-            mom_st.add(j_s, j_t)
-            mom_ts.add(j_t, j_s)
+            sigma_max["s"].append(sig_s)
+            sigma_max["t"].append(sig_t)
+            # sum J_T J_S^T over the chunk, (d_T, d_S), as one matrix product
+            cross = j_t.transpose(0, 1).reshape(j_t.shape[1], -1) @ j_s.transpose(0, 1).reshape(j_s.shape[1], -1).T
+            sq_s, sq_t = float(torch.diagonal(g_s, dim1=1, dim2=2).sum()), float(torch.diagonal(g_t, dim1=1, dim2=2).sum())
+            mom_st.add(cross, g_s.sum(0), sq_t)
+            mom_ts.add(cross.T, g_t.sum(0), sq_s)
             f_s.append(out_s)
             f_t.append(out_t)
     d = {k: torch.cat(v).numpy() for k, v in dev.items()}
     keep = np.ones(len(x), dtype=bool)
-    s2t = direction_metrics("s2t", d["s2s"], d["s2t"], d["t_top"], keep, tol, squared, None)
-    t2s = direction_metrics("t2s", d["t2t"], d["t2s"], d["s_top"], keep, tol, squared, None)
+    top = {k: torch.cat(v).numpy()[:, None] for k, v in sigma_max.items()}  # norms of the top deviations
+    s2t = direction_metrics("s2t", d["s2s"], d["s2t"], top["t"], keep, tol, squared, None)
+    t2s = direction_metrics("t2s", d["t2t"], d["t2s"], top["s"], keep, tol, squared, None)
     fs, ft = torch.cat(f_s), torch.cat(f_t)
     return ExactTransferability(
         s2t=s2t,
