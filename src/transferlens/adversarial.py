@@ -11,7 +11,7 @@ and the same with S and T swapped for the T->S direction (attack the target, eva
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np

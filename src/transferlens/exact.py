@@ -29,7 +29,7 @@ from torch import nn
 from ._torch import frozen_eval, model_device
 from ._validate import check_positive, model_outputs_2d
 from .adversarial import DIRECTIONS, DirectionResult, direction_metrics
-from .attacks import OUTPUTS, ThreatModel, model_output, pgd, validate_inputs
+from .attacks import OUTPUTS, ThreatModel, model_output, validate_inputs
 
 
 def _check_model_and_input(model: nn.Module, x: torch.Tensor, name: str, output: str) -> int:

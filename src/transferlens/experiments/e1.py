@@ -10,8 +10,6 @@ as the deviation grows, while the refit RMSE and the gradient-matching distance 
 
 from __future__ import annotations
 
-import csv
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,11 +27,14 @@ from ..data.synthetic import (
 )
 from ..evaluation import Correlation, correlate
 from ..exact import ExactTransferability, exact_transferability
+from ._output import compact, correlation_rows, write_tables
 
 ALPHAS = ("alpha1_s2t", "alpha2_s2t", "combined_s2t", "alpha1_t2s", "alpha2_t2s", "combined_t2s")
 DISTANCES = ("grad_match_s2t", "grad_match_t2s", "func_match_s2t", "func_match_t2s")
 METRICS = ALPHAS + DISTANCES
 SCHEDULES = ("accumulated", "linear")
+# Ranking statistics that presume "higher truth is better" (relative top-1) do not apply to an RMSE.
+E1_KEYS = ("pearson", "spearman", "kendall", "spearman_ci", "pearson_ci", "kendall_ci", "n")
 
 Progress = Callable[[str, int, int], None]
 
@@ -108,10 +109,6 @@ class E1Result:
     def summary(self) -> dict[str, Any]:
         """The ``summary.json`` content (no timings: the same seed reproduces it exactly)."""
 
-        def compact(c: Correlation) -> dict[str, Any]:
-            d = c.to_dict()
-            return {k: d[k] for k in ("pearson", "spearman", "kendall", "spearman_ci", "pearson_ci", "kendall_ci", "n")}
-
         return {
             "experiment": "E1",
             "title": "synthetic study with exact metrics: alphas vs refit RMSE as the source drifts",
@@ -119,9 +116,9 @@ class E1Result:
             "config": self.config.to_dict(),
             "target_rmse": self.target_rmse,
             "scales": list(self.scales),
-            "correlations": {m: compact(c) for m, c in self.correlations.items()},
+            "correlations": {m: compact(c, E1_KEYS) for m, c in self.correlations.items()},
             "ablation_level": self.config.ablation_level,
-            "ablation_correlations": {m: compact(c) for m, c in self.ablation_correlations.items()},
+            "ablation_correlations": {m: compact(c, E1_KEYS) for m, c in self.ablation_correlations.items()},
         }
 
 
@@ -166,15 +163,11 @@ def run_e1(config: E1Config | None = None, progress: Progress | None = None) -> 
 def write_e1(result: E1Result, out_dir: str | Path) -> dict[str, Path]:
     """Write ``results.csv``, ``summary.json`` and ``report.html`` into ``out_dir``; return their paths."""
     from ..report import LinePlot, Table, write_report
-    from .e2 import write_csv
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     rows = result.rows()
-    csv_path = write_csv(rows, out / "results.csv")
     summary = result.summary()
-    json_path = out / "summary.json"
-    json_path.write_text(json.dumps(summary, indent=2) + "\n")
+    csv_path, json_path = write_tables(rows, summary, out)
 
     cfg = result.config
     x = list(result.scales)
@@ -203,16 +196,9 @@ def write_e1(result: E1Result, out_dir: str | Path) -> dict[str, Path]:
             )
         )
 
-    def corr_rows(table: dict[str, Correlation]) -> list[dict[str, Any]]:
-        return [
-            {"metric": m, "spearman": c.spearman, "pearson": c.pearson, "kendall": c.kendall,
-             "spearman_ci": None if c.spearman_ci is None else f"[{c.spearman_ci[0]:.2f}, {c.spearman_ci[1]:.2f}]"}
-            for m, c in table.items()
-        ]
-
-    tables = [Table(columns=["metric", "spearman", "spearman_ci", "pearson", "kendall"], rows=corr_rows(result.correlations), title="Correlation with refit RMSE (negative = the metric falls as transfer gets worse)")]
+    tables = [Table(columns=["metric", "spearman", "spearman_ci", "pearson", "kendall", "weighted_tau"], rows=correlation_rows(result.correlations), title="Correlation with refit RMSE (negative = the metric falls as transfer gets worse)")]
     if result.ablation:
-        tables.append(Table(columns=["metric", "spearman", "spearman_ci", "pearson", "kendall"], rows=corr_rows(result.ablation_correlations), title=f"Ablation (singular vector {lvl + 1}): correlation with refit RMSE"))
+        tables.append(Table(columns=["metric", "spearman", "spearman_ci", "pearson", "kendall", "weighted_tau"], rows=correlation_rows(result.ablation_correlations), title=f"Ablation (singular vector {lvl + 1}): correlation with refit RMSE"))
     tables.append(Table(columns=list(rows[0]), rows=rows, title="Sweep"))
     intro = (
         f"RBF regression (N={cfg.n_samples}, n={cfg.n_inputs}, d={cfg.n_outputs}, {cfg.n_rbf} RBF features); "

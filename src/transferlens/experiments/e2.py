@@ -9,8 +9,6 @@ every alpha metric with linear-probe accuracy.
 
 from __future__ import annotations
 
-import csv
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ from ..evaluation import Correlation, correlate
 from ..knowledge import KnowledgeResult, linear_probe, retrain_last_layer
 from ..models import ARCHITECTURES, build_model
 from ..training import TrainConfig, TrainResult, fit
+from ._output import compact, correlation_rows, write_tables
 
 METRICS = ("alpha1_t2s", "alpha2_t2s", "combined_t2s", "alpha1_s2t", "alpha2_s2t", "combined_s2t")
 DEFAULT_DOMAINS = ("reference", "noisy", "sheared", "untranslated", "very-noisy", "shuffled")
@@ -138,10 +137,6 @@ class E2Result:
     def summary(self) -> dict[str, Any]:
         """The ``summary.json`` content (no timings, so the same seed reproduces it exactly)."""
 
-        def compact(c: Correlation) -> dict[str, Any]:
-            d = c.to_dict()
-            return {k: d[k] for k in ("pearson", "spearman", "kendall", "spearman_ci", "pearson_ci", "kendall_ci", "weighted_tau", "relative_top1", "n")}
-
         return {
             "experiment": "E2",
             "title": "adversarial transferability indicates knowledge transferability (MNIST-1D)",
@@ -207,12 +202,9 @@ def write_e2(result: E2Result, out_dir: str | Path) -> dict[str, Path]:
     from ..report import Scatter, Table, write_report
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     rows = result.rows()
-    csv_path = write_csv(rows, out / "results.csv")
     summary = result.summary()
-    json_path = out / "summary.json"
-    json_path.write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
+    csv_path, json_path = write_tables(rows, summary, out)
 
     acc = [r["probe_accuracy"] for r in rows]
     figures = []
@@ -233,11 +225,6 @@ def write_e2(result: E2Result, out_dir: str | Path) -> dict[str, Path]:
             )
         )
     columns = ["source", "source_accuracy", "probe_accuracy", "last_layer_accuracy", *METRICS, "fooling_rate_t2s", "fooling_rate_s2t"]
-    corr_rows = [
-        {"metric": m, **{k: result.correlations[m].to_dict()[k] for k in ("pearson", "spearman", "kendall", "weighted_tau")},
-         "spearman_ci": _fmt_ci(result.correlations[m].spearman_ci)}
-        for m in METRICS
-    ]
     cfg = result.config
     intro = (
         f"Target: {result.target['task']['description']} with a {cfg.target_arch} reference model "
@@ -255,7 +242,7 @@ def write_e2(result: E2Result, out_dir: str | Path) -> dict[str, Path]:
         intro=intro,
         summary={"run time (s)": round(result.seconds, 1), "sources": len(rows), "ground truth": "linear-probe accuracy"},
         tables=[
-            Table(columns=["metric", "pearson", "spearman", "kendall", "weighted_tau", "spearman_ci"], rows=corr_rows, title="Correlation with linear-probe accuracy"),
+            Table(columns=["metric", "spearman", "spearman_ci", "pearson", "kendall", "weighted_tau"], rows=correlation_rows(result.correlations), title="Correlation with linear-probe accuracy"),
             Table(columns=columns, rows=rows, title="Sources"),
             Table(columns=["domain", "description"], rows=[{"domain": k, "description": v} for k, v in domains.items()], title="Source domains"),
         ],
@@ -264,17 +251,3 @@ def write_e2(result: E2Result, out_dir: str | Path) -> dict[str, Path]:
         notes=[f"Spearman intervals: {cfg.n_boot} bootstrap resamples of the sources, 95% percentile interval."],
     )
     return {"results": csv_path, "summary": json_path, "report": html}
-
-
-def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
-    """One row per dict; floats with 6 significant digits, None as an empty cell."""
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: ("" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)) for k, v in r.items()})
-    return path
-
-
-def _fmt_ci(ci: tuple[float, float] | None) -> str | None:
-    return None if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"

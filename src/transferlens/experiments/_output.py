@@ -1,0 +1,47 @@
+"""What every experiment writes the same way: the CSV table, summary.json, and correlation rows."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from ..evaluation import Correlation
+
+SUMMARY_KEYS = ("pearson", "spearman", "kendall", "spearman_ci", "pearson_ci", "kendall_ci", "weighted_tau", "relative_top1", "n")
+
+
+def compact(c: Correlation, keys: tuple[str, ...] = SUMMARY_KEYS) -> dict[str, Any]:
+    """The statistics of a :class:`Correlation` that go into ``summary.json``."""
+    d = c.to_dict()
+    return {k: d[k] for k in keys}
+
+
+def fmt_ci(ci: tuple[float, float] | None) -> str | None:
+    return None if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def correlation_rows(table: dict[str, Correlation]) -> list[dict[str, Any]]:
+    """One report-table row per metric."""
+    return [
+        {"metric": m, "spearman": c.spearman, "spearman_ci": fmt_ci(c.spearman_ci), "pearson": c.pearson,
+         "kendall": c.kendall, "weighted_tau": c.weighted_tau}
+        for m, c in table.items()
+    ]
+
+
+def write_tables(rows: list[dict[str, Any]], summary: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
+    """Create ``out_dir`` and write ``results.csv`` (floats with 6 significant digits, None empty) and
+    ``summary.json``; return both paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / "results.csv"
+    with csv_path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: ("" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)) for k, v in r.items()})
+    json_path = out / "summary.json"
+    json_path.write_text(json.dumps(summary, indent=2) + "\n")
+    return csv_path, json_path
