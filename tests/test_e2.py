@@ -107,3 +107,5 @@ def test_cli_rejects_bad_input(tmp_path):
     bad = runner.invoke(app, ["run", "--preset", "magic", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "unknown preset" in bad.output
     assert runner.invoke(app, ["--version"]).output.startswith("transferlens ")
+    bad = runner.invoke(app, ["run", "--device", "tpu-9000", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "unknown device" in bad.output

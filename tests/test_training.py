@@ -306,3 +306,15 @@ def test_accuracy_restores_mode_and_grad() -> None:
     assert all(p.requires_grad for p in model.parameters())
     # dropout is off during accuracy(): the answer is repeatable
     assert accuracy(model, x, y) == first
+
+
+def test_resolve_device_messages() -> None:
+    from transferlens._torch import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("tpu-9000")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")

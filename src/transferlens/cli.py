@@ -51,7 +51,7 @@ def run(
     schedule: str = typer.Option("accumulated", "--schedule", help="synthetic: deviation schedule, accumulated or linear."),
     level: int = typer.Option(0, "--level", help="synthetic: singular vector used as the attack direction (0 = top)."),
     quick: bool = typer.Option(False, "--quick", help="A reduced run on less data: a smoke test in a few seconds."),
-    device: str = typer.Option("cpu", "--device", help="e2: cpu, cuda or auto."),
+    device: str = typer.Option("auto", "--device", help="e2: auto (CUDA when available), cpu or cuda."),
 ) -> None:
     """Run an experiment on embedded data and write results.csv, summary.json and report.html."""
     if experiment not in EXPERIMENTS:

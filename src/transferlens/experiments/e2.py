@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .._torch import resolve_device
 from ..adversarial import PRESETS, ThreatModel, Transferability, transferability
 from ..data.mnist1d import MNIST1D_DOMAINS, mnist1d_task
 from ..evaluation import Correlation, correlate
@@ -51,7 +52,7 @@ class E2Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     probe_C: float = 1.0
     n_boot: int = 1000
-    device: str = "cpu"
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         for d in (self.target_domain, *self.source_domains):
@@ -66,6 +67,7 @@ class E2Config:
             raise ValueError("E2 needs at least 3 sources (domains x architectures) to correlate anything")
         if not isinstance(self.n_eval, int) or self.n_eval < 10:
             raise ValueError(f"n_eval must be an integer >= 10, got {self.n_eval!r}")
+        resolve_device(self.device)  # fail here, with the reason, rather than in the middle of a run
         object.__setattr__(self, "source_domains", tuple(self.source_domains))
         object.__setattr__(self, "architectures", tuple(self.architectures))
 
