@@ -561,3 +561,25 @@ def test_bad_inputs_rejected() -> None:
 
     with pytest.raises(ValueError, match="2-D"):
         transferability(s, ThreeD(), x, y)
+
+
+def test_outputs_overflowing_after_the_first_rows_are_refused() -> None:
+    class Overflows(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.exp(x[:, :3] * 100.0)
+
+    x = torch.zeros(8, 4)
+    x[5:] = 10.0
+    with pytest.raises(ValueError, match="NaN/Inf"):
+        transferability(mlp(4, 3, dtype=torch.float32), Overflows(), x, threat=ThreatModel("l2", 0.1, 1), objective="ce")
+
+
+def test_labels_are_validated_strictly() -> None:
+    s, t = mlp(6, 3, seed=1, dtype=torch.float32), mlp(6, 3, seed=2, dtype=torch.float32)
+    x = randn(4, 6, dtype=torch.float32)
+    with pytest.raises(TypeError, match="integer class indices"):
+        transferability(s, t, x, torch.tensor([True, False, True, False]))
+    with pytest.raises(ValueError, match="NaN/Inf"):
+        transferability(s, t, x, torch.tensor([0.0, 1.0, float("inf"), 2.0]))
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        transferability(s, t, x, torch.tensor([0.0, 1.0, 1e30, 2.0]))

@@ -660,3 +660,49 @@ def test_float32_bounds_rounding_is_at_most_an_ulp() -> None:
         excess = float(_norms(delta, norm).max()) - threat.eps
         assert excess <= 2 * torch.finfo(torch.float32).eps * math.sqrt(6)
         assert np.isfinite(excess)
+
+
+# ----------------------------------------------------------------------------------------------
+# Random starts per sample, dtypes, seeds
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_random_start_depends_only_on_the_sample(norm: str, objective: str) -> None:
+    model = mlp(6, 3, seed=1)
+    x = randn(9, 6, seed=4)
+    threat = ThreatModel(norm, 0.3, 3, random_start=True)
+    full = pgd(model, x, threat, objective, seed=2)
+    assert torch.allclose(pgd(model, x[:4], threat, objective, seed=2), full[:4], atol=1e-6)
+    assert torch.allclose(pgd(model, x[3:4], threat, objective, seed=2), full[3:4], atol=1e-6)
+    shuffled = pgd(model, x.flip(0), threat, objective, seed=2).flip(0)
+    assert torch.allclose(shuffled, full, atol=1e-6)
+
+
+def test_float64_input_on_a_float32_model_is_cast() -> None:
+    model = mlp(6, 3, seed=1)
+    x = randn(5, 6, seed=2)
+    d64 = pgd(model, x.double().numpy(), ThreatModel("l2", 0.2, 3), "ce")
+    assert d64.dtype == torch.float64
+    assert torch.allclose(d64.float(), pgd(model, x, ThreatModel("l2", 0.2, 3), "ce"), atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", [1.5, -1, 2**64, True])
+def test_bad_seed_is_refused(seed) -> None:
+    with pytest.raises(ValueError, match="seed"):
+        pgd(mlp(6, 3), randn(2, 6), ThreatModel(), seed=seed)
+
+
+class _Overflows(nn.Module):
+    """Finite on the first rows, overflowing on the rest (exp of a large value)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(x[:, :2] * 200.0)
+
+
+def test_overflowing_model_is_refused_not_nan() -> None:
+    x = torch.zeros(6, 3)
+    x[3:] = 5.0
+    with pytest.raises(ValueError, match="NaN/Inf"):
+        pgd(_Overflows(), x, ThreatModel("l2", 0.1, 2), "deviation")

@@ -79,10 +79,11 @@ def test_spearman_by_hand():
     assert spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
 
 
-def test_weighted_tau_ranks_by_truth_by_default():
+def test_weighted_tau_uses_scipy_defaults_by_default():
     scores = np.array([0.3, 0.1, 0.9, 0.5, 0.7])
     truth = np.array([0.2, 0.4, 0.8, 0.6, 0.9])
-    assert weighted_tau(scores, truth) == pytest.approx(stats.weightedtau(truth, scores, rank=None).statistic)
+    assert weighted_tau(scores, truth) == pytest.approx(stats.weightedtau(scores, truth).statistic)
+    assert weighted_tau(scores, truth, rank_by="truth") == pytest.approx(stats.weightedtau(truth, scores, rank=None).statistic)
     assert weighted_tau(scores, truth, rank_by="scores") == pytest.approx(
         stats.weightedtau(scores, truth, rank=None).statistic
     )
@@ -130,7 +131,7 @@ def test_agrees_with_scipy(seed, n):
     assert pearson(x, y) == pytest.approx(stats.pearsonr(x, y).statistic, abs=1e-12)
     assert spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
     assert kendall(x, y) == pytest.approx(stats.kendalltau(x, y).statistic, abs=1e-12)
-    assert weighted_tau(x, y) == pytest.approx(stats.weightedtau(y, x, rank=None).statistic, abs=1e-12)
+    assert weighted_tau(x, y) == pytest.approx(stats.weightedtau(x, y).statistic, abs=1e-12)
 
 
 def test_accepts_lists_arrays_and_tensors():

@@ -818,3 +818,18 @@ def test_property_random_linear_models(pair):
         g = r.gradient_matching[direction]
         assert 0 <= g.relative <= 1 + 1e-9 and g.distance >= 0
         assert 0 <= r.function_matching[direction].relative <= 1 + 1e-9
+
+
+def test_exact_attack_on_integer_inputs_is_a_float_perturbation():
+    x = torch.tensor([[1, 2, 3, 4, 5], [0, 1, 0, 1, 0]])
+    delta = exact_attack(_linear(W_T), x, 0.5)
+    assert torch.is_floating_point(delta)
+    np.testing.assert_allclose(delta.norm(dim=1).numpy(), 0.5, rtol=1e-6)
+
+
+def test_rank_cutoff_applies_when_n_is_smaller_than_d():
+    # d=4 outputs, n=2 inputs, rank 1: the 2nd singular value is 0 with a zero vector, as when d <= n
+    w = np.outer([1.0, 2.0, -1.0, 0.5], [0.3, 1.0])
+    s, v = singular_directions(_linear(w), _randn(3, 2), 2)
+    assert torch.all(s[:, 1] == 0) and torch.all(v[:, 1] == 0)
+    assert torch.allclose(v[:, 0].norm(dim=1), torch.ones(3, dtype=v.dtype))

@@ -32,6 +32,24 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The floating dtype of the model's parameters (inputs are cast to it), else the default dtype."""
+    for p in model.parameters():
+        if torch.is_floating_point(p):
+            return p.dtype
+    return torch.get_default_dtype()
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block with the global torch RNG seeded from ``seed``; every generator (CPU and CUDA) is
+    restored afterwards, so the caller's random streams are untouched."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
 @contextmanager
 def frozen_eval(*models: nn.Module) -> Iterator[None]:
     """Eval mode and no parameter gradients for the duration; previous state restored afterwards.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -39,23 +40,32 @@ def check_nonempty(x: torch.Tensor, name: str) -> None:
 
 
 def check_labels(y: Any, num_classes: int, name: str, n: int | None = None) -> torch.Tensor:
-    y = torch.as_tensor(y)
+    """Class indices as a 1-D int64 CPU tensor, each in ``[0, num_classes)``."""
+    y = torch.as_tensor(y).detach().cpu()
     if y.ndim != 1:
         raise ValueError(f"{name} must be a 1-D tensor of class indices, got shape {tuple(y.shape)}")
-    if torch.is_floating_point(y):
-        if y.numel() and not bool((y == y.round()).all()):
+    if y.dtype == torch.bool or y.is_complex():
+        raise TypeError(f"{name} must hold integer class indices, got dtype {y.dtype}")
+    if torch.is_floating_point(y) and y.numel():
+        if not bool(torch.isfinite(y).all()):
+            raise ValueError(f"{name} contains NaN/Inf; labels must be integer class indices")
+        if not bool((y == y.round()).all()):
             raise ValueError(f"{name} must hold integer class indices, got non-integer values")
-        y = y.long()
-    y = y.long()
     if n is not None and y.shape[0] != n:
         raise ValueError(f"{name} has {y.shape[0]} labels but there are {n} inputs; they must match")
     if y.numel():
-        lo, hi = int(y.min()), int(y.max())
+        lo, hi = float(y.min()), float(y.max())  # before any cast, so huge values are reported as they are
         if lo < 0 or hi >= num_classes:
             raise ValueError(
-                f"{name} must lie in [0, {num_classes}) (num_classes={num_classes}), got values in [{lo}, {hi}]"
+                f"{name} must lie in [0, {num_classes}) (num_classes={num_classes}), got values in [{lo:g}, {hi:g}]"
             )
-    return y
+    return y.long()
+
+
+def check_seed(seed: Any, name: str = "seed") -> int:
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= int(seed) < 2**63:
+        raise ValueError(f"{name} must be an integer in [0, 2**63), got {seed!r}")
+    return int(seed)
 
 
 def check_positive(value: float, name: str) -> None:
@@ -96,8 +106,8 @@ def model_outputs_2d(model: nn.Module, x: torch.Tensor, name: str = "model") -> 
             out = model(probe)
     except Exception as exc:  # noqa: BLE001 - shape mismatches surface here; rewrap them
         raise ValueError(
-            f"{name} could not process inputs of shape {tuple(x.shape[1:])} (per sample): {exc}. "
-            "Check that the data matches the model's expected input shape."
+            f"{name} could not process inputs of shape {tuple(x.shape[1:])} (per sample, dtype {x.dtype}): {exc}. "
+            "Check that the data matches the model's expected input shape and dtype."
         ) from exc
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"{name} must return a tensor, got {type(out).__name__}")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._torch import frozen_eval, model_device
+from ._torch import frozen_eval, model_device, model_dtype
 from ._validate import check_labels, check_positive, check_within_bounds, model_outputs_2d
 from .attacks import OUTPUTS, ThreatModel, model_output, pgd, validate_inputs
 
@@ -264,9 +264,10 @@ def transferability(
     x = validate_inputs(x).detach()
     check_within_bounds(x, threat.bounds, "x")
     dev_s, dev_t = model_device(source), model_device(target)
+    dt_s, dt_t = model_dtype(source), model_dtype(target)
     with frozen_eval(source, target):
-        k_s = model_outputs_2d(source, x.to(dev_s), "source").shape[1]
-        k_t = model_outputs_2d(target, x.to(dev_t), "target").shape[1]
+        k_s = model_outputs_2d(source, x[:2].to(dev_s, dt_s), "source").shape[1]
+        k_t = model_outputs_2d(target, x[:2].to(dev_t, dt_t), "target").shape[1]
     if y is not None:
         y = check_labels(y, k_t, "y", len(x)).numpy()
     if correct_only and y is None:
@@ -287,8 +288,8 @@ def transferability(
             xb = x[i : i + batch_size]
             # One forward per model on [clean; x + delta_S; x + delta_T] (eval mode: rows are independent).
             xin = torch.cat([xb, xb + d_s[i : i + batch_size], xb + d_t[i : i + batch_size]])
-            for mname, model, dev in (("s", source, dev_s), ("t", target, dev_t)):
-                xd = xin.to(dev)
+            for mname, model, dev, dt in (("s", source, dev_s, dt_s), ("t", target, dev_t, dt_t)):
+                xd = xin.to(dev, dt)
                 logits = model(xd)
                 if output == "logits":
                     o = logits
@@ -303,6 +304,15 @@ def transferability(
                     outs.setdefault(f"{mname}_{pname}_pred", []).append(pred[rows])
     cat = {k: np.concatenate(v) for k, v in outs.items()}
     dev = {f"{a}2{b}": cat[f"{b}_adv_{a}"] - cat[f"{b}_clean"] for a in "st" for b in "st"}
+    for key in ("s_clean", "t_clean", "s_adv_s", "s_adv_t", "t_adv_s", "t_adv_t"):
+        bad = ~np.isfinite(cat[key]).all(axis=1)
+        if bad.any():
+            model_name = "source" if key[0] == "s" else "target"
+            raise ValueError(
+                f"the {model_name} model produced NaN/Inf outputs for {int(bad.sum())} "
+                f"{'clean' if 'clean' in key else 'perturbed'} input(s) (first at index {int(np.argmax(bad))}); "
+                "it overflows there: rescale the inputs, lower eps, or check the model"
+            )
 
     keep = np.ones(len(x), dtype=bool)
     if correct_only:

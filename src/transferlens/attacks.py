@@ -19,6 +19,7 @@ singular direction of the model's Jacobian.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Literal
 
@@ -26,9 +27,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._torch import frozen_eval, model_device
+from ._torch import frozen_eval, model_device, model_dtype
 from ._validate import (
     as_float_tensor,
+    check_seed,
     check_bounds,
     check_finite,
     check_nonempty,
@@ -130,21 +132,32 @@ def _ascent(grad: torch.Tensor, threat: ThreatModel) -> torch.Tensor:
     return grad / _view(n.clamp_min(1e-30), grad)
 
 
+def _sample_generators(x: torch.Tensor, seed: int) -> list[torch.Generator]:
+    """One generator per sample, seeded from ``seed`` and the sample's own values (CRC-32 of its bytes),
+    so a sample's random start is the same wherever it sits in a batch and whatever the batch holds."""
+    rows = x.detach().cpu().contiguous().reshape(len(x), -1).numpy()
+    base = (seed * 0x9E3779B97F4A7C15) % (1 << 63)
+    return [torch.Generator().manual_seed((base + zlib.crc32(r.tobytes())) % (1 << 63)) for r in rows]
+
+
 def _start(x: torch.Tensor, threat: ThreatModel, objective: str, seed: int) -> torch.Tensor:
-    """Initial perturbation for every sample of ``x`` (drawn once for the whole input, so chunking is irrelevant)."""
-    gen = torch.Generator().manual_seed(seed)
+    """Initial perturbation for every sample of ``x``; each sample's depends only on itself and ``seed``."""
     shape = x.shape
     if threat.random_start:
-        if threat.norm == "linf":
-            d = (torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1) * threat.eps
-        else:
-            g = torch.randn(shape, generator=gen, dtype=torch.float64)
-            g = g / _view(g.flatten(1).norm(dim=1).clamp_min(1e-30), g)
-            r = torch.rand(shape[0], generator=gen, dtype=torch.float64) ** (1.0 / x[0].numel())
-            d = g * _view(r * threat.eps, g)
-        return d.to(x.dtype)
+        n = x[0].numel()
+        starts = []
+        for gen in _sample_generators(x, seed):
+            if threat.norm == "linf":
+                d = (torch.rand(shape[1:], generator=gen, dtype=torch.float64) * 2 - 1) * threat.eps
+            else:
+                g = torch.randn(shape[1:], generator=gen, dtype=torch.float64)
+                r = torch.rand((), generator=gen, dtype=torch.float64) ** (1.0 / n)
+                d = g / g.norm().clamp_min(1e-30) * (r * threat.eps)
+            starts.append(d)
+        return torch.stack(starts).to(x.dtype)
     if objective == "ce":
         return torch.zeros_like(x)
+    gen = torch.Generator().manual_seed(seed)
     probe = torch.rand(shape[1:], generator=gen, dtype=torch.float64) * 2 - 1
     probe = probe / (probe.abs().max() if threat.norm == "linf" else probe.norm())
     return (PROBE_SCALE * threat.eps * probe).to(x.dtype).expand(shape).clone()
@@ -196,7 +209,8 @@ def pgd(
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    dev = model_device(model)
+    check_seed(seed)
+    dev, dt = model_device(model), model_dtype(model)
     if validate:
         x = validate_inputs(x)
         check_within_bounds(x, threat.bounds, "x")
@@ -205,10 +219,10 @@ def pgd(
     chunks = []
     with frozen_eval(model):
         if validate:
-            model_outputs_2d(model, x.to(dev), "model")
+            model_outputs_2d(model, x[:2].to(dev, dt), "model")
         for i in range(0, len(x), batch_size):
-            xb = x[i : i + batch_size].to(dev)
-            delta = _project(start[i : i + batch_size].to(dev), xb, threat)
+            xb = x[i : i + batch_size].to(dev, dt)  # inputs take the model's dtype
+            delta = _project(start[i : i + batch_size].to(dev, dt), xb, threat)
             obj = _objective_fn(model, objective, output, xb)
             for _ in range(threat.steps):
                 delta.requires_grad_(True)
@@ -217,7 +231,12 @@ def pgd(
                 # A model with no gradient path from its input (constant output) keeps its start.
                 grad = torch.autograd.grad(value, delta)[0] if value.requires_grad else torch.zeros_like(delta)
                 delta = _project(delta.detach() + threat.alpha * _ascent(grad, threat), xb, threat)
-            chunks.append(delta.detach().to(x.device))
+            if not bool(torch.isfinite(delta).all()):
+                raise ValueError(
+                    f"the attack produced NaN/Inf perturbations for inputs {i}..{i + len(xb) - 1}: the model's "
+                    "output or gradient is not finite there (overflow?); rescale the inputs or check the model"
+                )
+            chunks.append(delta.detach().to(x.device, x.dtype))
     return torch.cat(chunks)
 
 

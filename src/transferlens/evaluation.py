@@ -189,7 +189,7 @@ def _weighted_tau_value(s: np.ndarray, t: np.ndarray, rank_by: str) -> float | N
 def _weighted_tau_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     out = np.full(x.shape[0], np.nan)
     for b in range(x.shape[0]):
-        v = _weighted_tau_value(x[b], y[b], "truth")
+        v = _weighted_tau_value(x[b], y[b], "both")
         if v is not None:
             out[b] = v
     return out
@@ -244,7 +244,7 @@ def kendall(scores: Any, truth: Any) -> float | None:
 
 
 def weighted_tau(
-    scores: Any, truth: Any, *, rank_by: Literal["truth", "scores", "both"] = "truth"
+    scores: Any, truth: Any, *, rank_by: Literal["truth", "scores", "both"] = "both"
 ) -> float | None:
     """Weighted Kendall tau (:func:`scipy.stats.weightedtau`, hyperbolic weights ``1 / (r + 1)``).
 
@@ -252,10 +252,11 @@ def weighted_tau(
     where ``r`` is a model's rank (0 = best) in the chosen ordering; in [-1, 1]. Higher means
     better agreement, with mistakes among the top models counting most.
 
-    ``rank_by="truth"`` (default) ranks the models by decreasing truth (ties broken by score),
-    i.e. ``weightedtau(truth, scores, rank=None)``: getting the truly best models right matters
-    most. ``"scores"`` ranks by decreasing score instead, and ``"both"`` is scipy's default
-    (``rank=True``: the average of the two). Returns ``None`` if either vector is constant.
+    ``rank_by="both"`` (default) is scipy's default, ``weightedtau(scores, truth)`` with ``rank=True``:
+    the average of ranking by scores and by truth, the convention of the transferability-estimation
+    literature. ``"truth"`` ranks the models by decreasing truth only (``weightedtau(truth, scores,
+    rank=None)``: getting the truly best models right matters most), ``"scores"`` by decreasing score.
+    Returns ``None`` if either vector is constant.
     """
     if rank_by not in ("truth", "scores", "both"):
         raise ValueError(f"rank_by must be 'truth', 'scores' or 'both', got {rank_by!r}")
@@ -451,7 +452,7 @@ def correlate(
         pearson=_row_value(_pearson_rows(x, y)),
         spearman=_row_value(_spearman_rows(x, y)),
         kendall=kendall(s, t),
-        weighted_tau=_weighted_tau_value(s, t, "truth"),
+        weighted_tau=_weighted_tau_value(s, t, "both"),
         relative_top1=top1,
         pearson_ci=ci("pearson"),
         spearman_ci=ci("spearman"),

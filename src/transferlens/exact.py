@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._torch import frozen_eval, model_device
+from ._torch import frozen_eval, model_device, model_dtype
 from ._validate import check_positive, model_outputs_2d
 from .adversarial import DIRECTIONS, DirectionResult, direction_metrics
 from .attacks import OUTPUTS, ThreatModel, model_output, validate_inputs
@@ -35,10 +35,11 @@ from .attacks import OUTPUTS, ThreatModel, model_output, validate_inputs
 def _check_model_and_input(model: nn.Module, x: torch.Tensor, name: str, output: str) -> int:
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    probe = x[:2].to(model_device(model), model_dtype(model))
     with frozen_eval(model):
-        out = model_outputs_2d(model, x[:2].to(model_device(model)), name)
+        out = model_outputs_2d(model, probe, name)
         if output != "logits":
-            out = model_output(model, x[:2].to(model_device(model)), output)
+            out = model_output(model, probe, output)
     return int(out.shape[1])
 
 
@@ -48,7 +49,7 @@ def _jacobian_chunks(
     """Yield ``(rows, outputs (B, d), jacobians (B, d, n))`` in float64 for consecutive chunks of ``x``."""
     from torch.func import jacfwd, jacrev, vmap
 
-    dev = model_device(model)
+    dev, dt = model_device(model), model_dtype(model)
     n = int(np.prod(x.shape[1:]))
     d = _check_model_and_input(model, x, name, output)
     shape = x.shape[1:]
@@ -60,7 +61,7 @@ def _jacobian_chunks(
     jac = jacfwd(f, has_aux=True) if n < d else jacrev(f, has_aux=True)
     with frozen_eval(model):
         for i in range(0, len(x), chunk_size):
-            xb = x[i : i + chunk_size].to(dev).reshape(-1, n)
+            xb = x[i : i + chunk_size].to(dev, dt).reshape(-1, n)
             try:
                 j, out = vmap(jac)(xb)
             except RuntimeError as exc:
@@ -121,15 +122,17 @@ def _svd(j: torch.Tensor, k: int, gram: torch.Tensor | None = None) -> tuple[tor
     if n < d:
         _, vecs = torch.linalg.eigh(j.transpose(1, 2) @ j)
         v = vecs.flip(2)[:, :, :k].transpose(1, 2)  # (B, k, n), unit rows
-        return (j @ v.transpose(1, 2)).norm(dim=1), v
-    _, u = torch.linalg.eigh(j @ j.transpose(1, 2) if gram is None else gram)
-    v = (j.transpose(1, 2) @ u.flip(2)[:, :, :k]).transpose(1, 2)  # (B, k, n), rows have norm sigma_i
-    sigma = v.norm(dim=2)
-    # Below the numerical rank cut-off (as in pinv) J^T u_i is rounding noise that points along the top
-    # singular vector; such a direction is returned as 0 rather than normalised into a fake unit vector.
-    cutoff = max(d, n) * torch.finfo(j.dtype).eps * sigma[:, :1]
-    rank_ok = sigma > cutoff
-    scale = torch.where(rank_ok, 1.0 / sigma.clamp_min(1e-300), torch.zeros_like(sigma))
+        sigma = (j @ v.transpose(1, 2)).norm(dim=1)
+        scale = torch.ones_like(sigma)
+    else:
+        _, u = torch.linalg.eigh(j @ j.transpose(1, 2) if gram is None else gram)
+        v = (j.transpose(1, 2) @ u.flip(2)[:, :, :k]).transpose(1, 2)  # (B, k, n), rows have norm sigma_i
+        sigma = v.norm(dim=2)
+        scale = 1.0 / sigma.clamp_min(1e-300)
+    # Below the numerical rank cut-off (as in pinv) a direction is rounding noise; it is returned as 0
+    # (with sigma 0) rather than as a fake unit vector.
+    rank_ok = sigma > max(d, n) * torch.finfo(j.dtype).eps * sigma[:, :1]
+    scale = torch.where(rank_ok, scale, torch.zeros_like(scale))
     return torch.where(rank_ok, sigma, torch.zeros_like(sigma)), v * scale.unsqueeze(2)
 
 
@@ -193,8 +196,8 @@ def exact_attack(model: nn.Module, x: torch.Tensor, eps: float, *, level: int = 
     check_positive(eps, "eps")
     if not isinstance(level, int) or isinstance(level, bool) or level < 0:
         raise ValueError(f"level must be an integer >= 0, got {level!r}")
+    x = validate_inputs(x)
     _, v = singular_directions(model, x, level + 1, output=output, chunk_size=chunk_size)
-    x = torch.as_tensor(x)
     return (eps * v[:, level, :]).reshape(x.shape).to(x.dtype)
 
 
