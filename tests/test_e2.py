@@ -109,3 +109,34 @@ def test_cli_rejects_bad_input(tmp_path):
     assert runner.invoke(app, ["--version"]).output.startswith("transferlens ")
     bad = runner.invoke(app, ["run", "--device", "tpu-9000", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "unknown device" in bad.output
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"eps": -1.0}, "eps"),
+        ({"steps": 0}, "steps"),
+        ({"norm": "l1"}, "norm"),
+        ({"n_boot": 0}, "n_boot"),
+        ({"probe_C": -1.0}, "C"),
+        ({"num_samples": 10}, "num_samples"),
+        ({"device": "tpu-9000"}, "unknown device"),
+    ],
+)
+def test_bad_config_fails_before_any_training(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        E2Config(**kwargs)
+
+
+def test_threat_overrides_keep_the_preset_protocol():
+    paper = E2Config(preset="paper")
+    assert paper.threat.steps == 1 and paper.threat.alpha == paper.threat.eps
+    bigger = E2Config(preset="paper", eps=0.2)
+    assert bigger.threat.steps == 1 and bigger.threat.alpha == pytest.approx(0.2)
+    pgd10 = E2Config(preset="paper", steps=10)
+    assert pgd10.threat.alpha == pytest.approx(2.5 * 0.1 / 10)
+
+
+def test_cli_bad_eps_is_a_message_not_a_traceback(tmp_path):
+    res = CliRunner().invoke(app, ["run", "--eps", "-1", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "eps must be" in res.output

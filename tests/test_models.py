@@ -237,3 +237,23 @@ def test_wrap_model_on_feature_model_is_identity() -> None:
 def test_wrap_model_rejects_non_module() -> None:
     with pytest.raises(TypeError, match="torch.nn.Module"):
         wrap_model(lambda x: x, "fc")  # type: ignore[arg-type]
+
+
+def test_wrapped_model_keeps_no_activations_after_forward() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Linear(4, 3)
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(torch.relu(self.body(x)))
+
+    net = Net()
+    wrapped = wrap_model(net, "fc")
+    x = torch.randn(5, 4)
+    wrapped(x)
+    assert wrapped._captured is None
+    assert wrapped.features(x).shape == (5, 3) and wrapped._captured is None
+    wrapped.remove_hook()
+    assert len(net.fc._forward_hooks) == 0

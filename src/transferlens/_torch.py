@@ -51,6 +51,16 @@ def seeded(seed: int) -> Iterator[None]:
 
 
 @contextmanager
+def keep_mode(model: nn.Module) -> Iterator[None]:
+    """Restore the model's train/eval mode when the block ends, also on an exception."""
+    was_training = model.training
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+@contextmanager
 def frozen_eval(*models: nn.Module) -> Iterator[None]:
     """Eval mode and no parameter gradients for the duration; previous state restored afterwards.
 

@@ -40,12 +40,12 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "paper": Preset(
         "paper",
-        ThreatModel(norm="linf", eps=0.1, steps=10),
+        ThreatModel.fgsm(0.1, "linf"),
         "ce",
         True,
         True,
-        "ce objective, linf PGD, only samples the target classifies correctly, squared Frobenius norms "
-        "(matches the numbers published with the original code)",
+        "ce objective, one FGSM-style linf step, only samples the target classifies correctly, squared "
+        "Frobenius norms (the protocol of the numbers published with the original code)",
     ),
     "theory": Preset(
         "theory",

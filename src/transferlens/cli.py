@@ -68,7 +68,7 @@ def run(
             from .experiments import E2Config
 
             cfg = E2Config(seed=seed, preset=preset, eps=eps, device=device, **(QUICK if quick else {}))
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     out_dir = out or _default_out()

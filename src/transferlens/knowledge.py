@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._torch import batched_apply, frozen_eval, model_device
+from ._torch import batched_apply, frozen_eval, model_device, seeded
 from ._validate import check_positive
 from .data.task import Task
 
@@ -114,8 +114,7 @@ def retrain_last_layer(
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     f_tr = extract_features(model, task.x_train)
     f_te = extract_features(model, task.x_test)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         head = nn.Linear(f_tr.shape[1], task.num_classes)
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
     for _ in range(steps):

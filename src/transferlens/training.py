@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._torch import batched_apply, frozen_eval, model_device, resolve_device
+from ._torch import batched_apply, frozen_eval, model_device, resolve_device, seeded
 from ._validate import check_positive, model_outputs_2d
 from .data.task import Task
 
@@ -86,7 +86,8 @@ def fit(
         cfg = TrainConfig(**{**asdict(cfg), **overrides})
     dev = resolve_device(device)
     model.to(dev)
-    out = model_outputs_2d(model, task.x_train.to(dev), "model")
+    with frozen_eval(model):  # the shape check must not touch BatchNorm statistics
+        out = model_outputs_2d(model, task.x_train[:2].to(dev), "model")
     if out.shape[1] < task.num_classes:
         raise ValueError(
             f"model has {out.shape[1]} outputs but task {task.name!r} has {task.num_classes} classes"
@@ -105,36 +106,42 @@ def fit(
     best_loss, best_state, best_epoch, bad = float("inf"), None, 0, 0
     train_hist: list[float] = []
     val_hist: list[float] = []
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        order = torch.randperm(len(x_tr), generator=gen).to(dev)
-        total = 0.0
-        for i in range(0, len(order), cfg.batch_size):
-            idx = order[i : i + cfg.batch_size]
-            loss = F.cross_entropy(model(x_tr[idx]), y_tr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        train_loss = total / len(order)
-        if not math.isfinite(train_loss):
-            raise ValueError(
-                f"training on task {task.name!r} diverged (loss {train_loss}) in epoch {epoch}; lower lr or check the data"
-            )
+    # Dropout and other random layers draw from a forked RNG seeded from the config; the model ends in
+    # eval mode even when training fails.
+    try:
+        with seeded(cfg.seed):
+            for epoch in range(1, cfg.epochs + 1):
+                model.train()
+                order = torch.randperm(len(x_tr), generator=gen).to(dev)
+                total = 0.0
+                for i in range(0, len(order), cfg.batch_size):
+                    idx = order[i : i + cfg.batch_size]
+                    loss = F.cross_entropy(model(x_tr[idx]), y_tr[idx])
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total += float(loss.detach()) * len(idx)
+                train_loss = total / len(order)
+                if not math.isfinite(train_loss):
+                    raise ValueError(
+                        f"training on task {task.name!r} diverged (loss {train_loss}) in epoch {epoch}; lower lr or check the data"
+                    )
+                model.eval()
+                with torch.no_grad():
+                    val_loss = float(F.cross_entropy(model(x_val), y_val))
+                train_hist.append(train_loss)
+                val_hist.append(val_loss)
+                if on_epoch is not None:
+                    on_epoch(epoch, train_loss, val_loss)
+                if val_loss < best_loss - 1e-6:
+                    best_loss, best_epoch, bad = val_loss, epoch, 0
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    bad += 1
+                    if bad >= cfg.patience:
+                        break
+    finally:
         model.eval()
-        with torch.no_grad():
-            val_loss = float(F.cross_entropy(model(x_val), y_val))
-        train_hist.append(train_loss)
-        val_hist.append(val_loss)
-        if on_epoch is not None:
-            on_epoch(epoch, train_loss, val_loss)
-        if val_loss < best_loss - 1e-6:
-            best_loss, best_epoch, bad = val_loss, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                break
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()

@@ -12,7 +12,7 @@ This module reproduces the data and model pipeline of the paper's synthetic stud
   the output layer is re-fitted, in closed form, on the target data.
 
 Everything is ``float64``. Every random draw comes from an explicit ``torch.Generator`` (data,
-directions) or happens inside ``torch.random.fork_rng`` with a fixed seed (weight initialisation,
+directions) or happens inside a seeded ``torch.random.fork_rng`` (CPU and CUDA generators restored) (weight initialisation,
 training), so results depend only on the seeds passed in and no global random state (torch, numpy or
 Python's) is read or changed.
 
@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._torch import keep_mode, seeded
 from .._validate import check_positive
 from ..models.base import FeatureModel
 
@@ -281,8 +282,7 @@ def build_sigmoid_net(
     seed = _check_seed(seed)
     if init not in SIGMOID_INITS:
         raise ValueError(f"unknown init {init!r}; choose one of {list(SIGMOID_INITS)}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = SigmoidNet(n_inputs, n_outputs, width)
         if init == "uniform":
             with torch.no_grad():
@@ -388,7 +388,7 @@ def train_regression(
     * ``"adam"``: ``steps`` full-batch Adam steps with learning rate ``lr`` (``lr`` is ignored otherwise).
 
     L-BFGS may stop before ``steps`` iterations once the gradient or the change in loss reaches float64
-    round-off. Training is full batch and deterministic; it runs inside ``torch.random.fork_rng`` seeded
+    round-off. Training is full batch and deterministic; it runs inside a forked RNG seeded
     with ``seed`` (so a model with random layers is deterministic too) and leaves the global RNG alone.
     """
     x, y = _check_model_data(model, data)
@@ -408,12 +408,10 @@ def train_regression(
     if not params:
         raise ValueError("model has no trainable parameters")
 
-    was_training = model.training
-    model.train()
     evaluations = 0
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed), keep_mode(model):
+        model.train()
         if optimizer == "adam":
             opt_adam = torch.optim.Adam(params, lr=lr)
             for _ in range(steps):
@@ -467,7 +465,6 @@ def train_regression(
                     head.weight.copy_(w[:-1].T)
                     head.bias.copy_(w[-1])
     seconds = time.perf_counter() - start
-    model.train(was_training)
     model.zero_grad(set_to_none=True)
     with torch.no_grad():
         final_loss = float(_sq_error(model(x), y))

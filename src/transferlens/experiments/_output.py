@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..evaluation import Correlation
 
 SUMMARY_KEYS = ("pearson", "spearman", "kendall", "spearman_ci", "pearson_ci", "kendall_ci", "weighted_tau", "relative_top1", "n")
@@ -16,6 +18,12 @@ def compact(c: Correlation, keys: tuple[str, ...] = SUMMARY_KEYS) -> dict[str, A
     """The statistics of a :class:`Correlation` that go into ``summary.json``."""
     d = c.to_dict()
     return {k: d[k] for k in keys}
+
+
+def environment() -> dict[str, Any]:
+    """What the numbers also depend on: floating-point reductions differ with the thread count, so the
+    same seed reproduces a summary exactly on the same torch version and thread count."""
+    return {"torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
 def fmt_ci(ci: tuple[float, float] | None) -> str | None:

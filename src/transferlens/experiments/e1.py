@@ -10,6 +10,7 @@ as the deviation grows, while the refit RMSE and the gradient-matching distance 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from ..data.synthetic import (
 )
 from ..evaluation import Correlation, correlate
 from ..exact import ExactTransferability, exact_transferability
-from ._output import compact, correlation_rows, write_tables
+from ._output import compact, correlation_rows, environment, write_tables
 
 ALPHAS = ("alpha1_s2t", "alpha2_s2t", "combined_s2t", "alpha1_t2s", "alpha2_t2s", "combined_t2s")
 DISTANCES = ("grad_match_s2t", "grad_match_t2s", "func_match_s2t", "func_match_t2s")
@@ -68,6 +69,8 @@ class E1Config:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if not isinstance(self.step, (int, float)) or not math.isfinite(self.step) or self.step <= 0:
+            raise ValueError(f"step must be a finite number > 0, got {self.step!r}")
         if not isinstance(self.n_scales, int) or self.n_scales < 3:
             raise ValueError(f"n_scales must be an integer >= 3 (a trend needs points), got {self.n_scales!r}")
         limit = min(self.n_inputs, self.n_outputs)
@@ -115,6 +118,7 @@ class E1Result:
             "ground_truth": "refit_rmse",
             "config": self.config.to_dict(),
             "target_rmse": self.target_rmse,
+            "environment": environment(),
             "scales": list(self.scales),
             "correlations": {m: compact(c, E1_KEYS) for m, c in self.correlations.items()},
             "ablation_level": self.config.ablation_level,

@@ -10,18 +10,19 @@ every alpha metric with linear-probe accuracy.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from .._torch import resolve_device
+from .._validate import check_positive, check_seed
 from ..adversarial import PRESETS, ThreatModel, Transferability, transferability
 from ..data.mnist1d import MNIST1D_DOMAINS, mnist1d_task
 from ..evaluation import Correlation, correlate
 from ..knowledge import KnowledgeResult, linear_probe, retrain_last_layer
 from ..models import ARCHITECTURES, build_model
 from ..training import TrainConfig, TrainResult, fit
-from ._output import compact, correlation_rows, write_tables
+from ._output import compact, correlation_rows, environment, write_tables
 
 METRICS = ("alpha1_t2s", "alpha2_t2s", "combined_t2s", "alpha1_s2t", "alpha2_s2t", "combined_s2t")
 DEFAULT_DOMAINS = ("reference", "noisy", "sheared", "untranslated", "very-noisy", "shuffled")
@@ -67,23 +68,35 @@ class E2Config:
             raise ValueError("E2 needs at least 3 sources (domains x architectures) to correlate anything")
         if not isinstance(self.n_eval, int) or self.n_eval < 10:
             raise ValueError(f"n_eval must be an integer >= 10, got {self.n_eval!r}")
-        resolve_device(self.device)  # fail here, with the reason, rather than in the middle of a run
+        # Fail here, with the reason, rather than minutes into a run.
+        resolve_device(self.device)
+        _ = self.threat  # validates norm, eps and steps
+        if not isinstance(self.num_samples, int) or self.num_samples < 100:
+            raise ValueError(f"num_samples must be an integer >= 100, got {self.num_samples!r}")
+        if not isinstance(self.n_boot, int) or self.n_boot < 1:
+            raise ValueError(f"n_boot must be an integer >= 1, got {self.n_boot!r}")
+        check_positive(self.probe_C, "probe_C")
+        check_seed(self.seed)
         object.__setattr__(self, "source_domains", tuple(self.source_domains))
         object.__setattr__(self, "architectures", tuple(self.architectures))
 
     @property
     def threat(self) -> ThreatModel:
+        """The preset's threat model with ``norm``, ``eps`` and ``steps`` overridden where given."""
         base = PRESETS[self.preset].threat
-        return ThreatModel(
-            norm=self.norm or base.norm,
-            eps=self.eps if self.eps is not None else base.eps,
-            steps=self.steps if self.steps is not None else base.steps,
-        )
+        if self.norm is None and self.eps is None and self.steps is None:
+            return base
+        eps = self.eps if self.eps is not None else base.eps
+        steps = self.steps if self.steps is not None else base.steps
+        # a one-step attack keeps the FGSM step (= eps); otherwise the default 2.5 * eps / steps
+        return replace(base, norm=self.norm or base.norm, eps=eps, steps=steps, step_size=eps if steps == 1 else None)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["source_domains"], d["architectures"] = list(self.source_domains), list(self.architectures)
         d["threat"] = self.threat.to_dict()
+        d["train"]["seed"] = "target: seed; source j: seed + 1 + j"
+        d["generator_seeds"] = "target domain: 42 + seed; source domain i: 43 + seed + i"
         return d
 
 
@@ -146,6 +159,7 @@ class E2Result:
             "config": self.config.to_dict(),
             "target": self.target,
             "n_sources": len(self.sources),
+            "environment": environment(),
             "correlations": {m: compact(c) for m, c in self.correlations.items()},
             "correlations_last_layer": {m: compact(c) for m, c in self.correlations_last_layer.items()},
         }
@@ -190,6 +204,7 @@ def run_e2(config: E2Config | None = None, progress: Progress | None = None) -> 
             "task": target_task.summary(),
             "architecture": cfg.target_arch,
             "test_accuracy": target_train.test_accuracy,
+            "n_eval": len(x_eval),
             "epochs_run": target_train.epochs_run,
         },
         sources=tuple(records),

@@ -59,18 +59,29 @@ class WrappedModel(FeatureModel):
         self.module = module
         self.head_name = head_name
         self._captured: torch.Tensor | None = None
-        names[head_name].register_forward_hook(self._capture)
+        self._hook = names[head_name].register_forward_hook(self._capture)
+
+    def remove_hook(self) -> None:
+        """Detach the feature hook from the wrapped module (the wrapper's ``features`` stops working)."""
+        self._hook.remove()
 
     @property
     def head(self) -> nn.Module:  # type: ignore[override]
         return self.module.get_submodule(self.head_name)
 
     def _capture(self, _mod: nn.Module, inputs: tuple[Any, ...], _out: Any) -> None:
-        self._captured = inputs[0]
+        if self._capturing:
+            self._captured = inputs[0]
+
+    _capturing = False
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        self._captured = None
-        self.module(x)
+        # Capture only inside features(): plain forward passes keep no reference to the activations.
+        self._captured, self._capturing = None, True
+        try:
+            self.module(x)
+        finally:
+            self._capturing = False
         feats = self._captured
         self._captured = None
         if feats is None:

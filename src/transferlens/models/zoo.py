@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from .._torch import seeded
 from .base import FeatureModel
 
 
@@ -87,8 +88,7 @@ def build_model(arch: str, input_shape: Sequence[int], num_classes: int, *, seed
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = ARCHITECTURES[arch](tuple(input_shape), num_classes, **kwargs)
     model.arch = arch  # type: ignore[assignment]
     return model
