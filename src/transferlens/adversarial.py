@@ -286,22 +286,20 @@ def transferability(
     with frozen_eval(source, target), torch.no_grad():
         for i in range(0, len(x), batch_size):
             xb = x[i : i + batch_size]
-            # One forward per model on [clean; x + delta_S; x + delta_T] (eval mode: rows are independent).
-            xin = torch.cat([xb, xb + d_s[i : i + batch_size], xb + d_t[i : i + batch_size]])
+            parts = (("clean", xb), ("adv_s", xb + d_s[i : i + batch_size]), ("adv_t", xb + d_t[i : i + batch_size]))
             for mname, model, dev, dt in (("s", source, dev_s, dt_s), ("t", target, dev_t, dt_t)):
-                xd = xin.to(dev, dt)
-                logits = model(xd)
-                if output == "logits":
-                    o = logits
-                elif output == "probs":
-                    o = torch.softmax(logits, 1)
-                else:
-                    o = model_output(model, xd, output)
-                o, pred = o.double().cpu().numpy(), logits.argmax(1).cpu().numpy()
-                for k, pname in enumerate(("clean", "adv_s", "adv_t")):
-                    rows = slice(k * len(xb), (k + 1) * len(xb))
-                    outs.setdefault(f"{mname}_{pname}", []).append(o[rows])
-                    outs.setdefault(f"{mname}_{pname}_pred", []).append(pred[rows])
+                # One forward per part: a chunk three times as large runs slower per sample (cache).
+                for pname, xin in parts:
+                    xd = xin.to(dev, dt)
+                    logits = model(xd)
+                    if output == "logits":
+                        o = logits
+                    elif output == "probs":
+                        o = torch.softmax(logits, 1)
+                    else:
+                        o = model_output(model, xd, output)
+                    outs.setdefault(f"{mname}_{pname}", []).append(o.double().cpu().numpy())
+                    outs.setdefault(f"{mname}_{pname}_pred", []).append(logits.argmax(1).cpu().numpy())
     cat = {k: np.concatenate(v) for k, v in outs.items()}
     dev = {f"{a}2{b}": cat[f"{b}_adv_{a}"] - cat[f"{b}_clean"] for a in "st" for b in "st"}
     for key in ("s_clean", "t_clean", "s_adv_s", "s_adv_t", "t_adv_s", "t_adv_t"):
