@@ -14,7 +14,7 @@ from torch import nn
 
 from transferlens.data.mnist1d import mnist1d_task
 from transferlens.data.task import Task
-from transferlens.models import build_model
+from transferlens.models import FeatureModel, build_model
 from transferlens.training import TrainConfig, TrainResult, accuracy, fit
 
 from helpers import same_state
@@ -318,3 +318,44 @@ def test_resolve_device_messages() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+class _BNNet(FeatureModel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU())
+        self.head = nn.Linear(6, 3)
+
+
+def _tiny_task(n: int = 40) -> Task:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 4, generator=g)
+    y = torch.arange(n) % 3
+    return Task("tiny", x, y, x.clone(), y.clone(), num_classes=3)
+
+
+def test_shape_check_does_not_touch_batchnorm_statistics() -> None:
+    model = _BNNet()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match="classes"):  # 3 outputs, 5 classes: refused by the check itself
+        task = _tiny_task()
+        fit(model, Task("five", task.x_train, task.y_train, task.x_test, task.y_test, num_classes=5))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_model_ends_in_eval_mode_when_training_diverges() -> None:
+    class Exploding(FeatureModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Linear(4, 6)
+            self.head = nn.Linear(6, 3)
+
+        def features(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.body(x)
+            return out * float("inf") if self.training else out
+
+    model = Exploding()
+    with pytest.raises(ValueError, match="diverged"):
+        fit(model, _tiny_task(), epochs=2)
+    assert not model.training
