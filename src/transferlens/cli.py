@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -69,7 +70,7 @@ def run(
 
             cfg = E2Config(seed=seed, preset=preset, eps=eps, device=device, **(QUICK if quick else {}))
     except (ValueError, TypeError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from exc
     out_dir = out or _default_out()
     if kind == "e1":

@@ -26,6 +26,7 @@ from ..data.synthetic import (
     refit_output_layer,
     train_regression,
 )
+from .._validate import check_seed
 from ..evaluation import Correlation, correlate
 from ..exact import ExactTransferability, exact_transferability
 from ._output import compact, correlation_rows, environment, write_tables
@@ -63,6 +64,7 @@ class E1Config:
     train_steps: int = 200
 
     def __post_init__(self) -> None:
+        check_seed(self.seed)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}")
         for name in ("n_samples", "n_inputs", "n_outputs", "n_rbf", "width", "train_steps"):
