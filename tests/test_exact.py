@@ -647,6 +647,14 @@ class _Item(_Round):
         return self.lin(x) * float(x.sum().item())
 
 
+class _PerSampleItem(_Round):
+    """Per-sample (no batch dependence) but calls .item(), which torch.func cannot vmap."""
+
+    def forward(self, x):
+        scale = torch.tensor([float(v.detach()) for v in x[:, 0]], dtype=x.dtype).unsqueeze(1)
+        return self.lin(x) * scale
+
+
 class _Overflow(_Round):
     def forward(self, x):
         return torch.exp(1000 * self.lin(x))
@@ -683,10 +691,15 @@ def test_bad_models_raise_clearly():
         jacobians(_Argmax(keepdim=True), x)
     with pytest.raises(TypeError, match="floating"):
         exact_transferability(_linear(W_S), _Argmax(keepdim=True), x)
-    with pytest.raises(ValueError, match="could not differentiate"):
+    # _Item's output depends on the whole batch: refused up front, before any differentiation
+    with pytest.raises(ValueError, match="changes with the other samples in the batch"):
         jacobians(_Item(), x)
-    with pytest.raises(ValueError, match="could not differentiate"):
+    with pytest.raises(ValueError, match="changes with the other samples in the batch"):
         exact_transferability(_Item(), _linear(W_T), x)
+    with pytest.raises(ValueError, match="could not differentiate"):
+        jacobians(_PerSampleItem(), x)
+    with pytest.raises(ValueError, match="could not differentiate"):
+        exact_transferability(_PerSampleItem(), _linear(W_T), x)
     # overflow: exp(1000 * .) is inf, its Jacobian inf/NaN
     with pytest.raises(ValueError, match="NaN/Inf"):
         jacobians(_Overflow(), x)

@@ -5,7 +5,8 @@ knowledge transferability (linear probe, last-layer retraining, closed-form refi
 with a CLI and an HTML report.
 """
 
-from .adversarial import PRESETS, DirectionResult, SuccessRates, Transferability, transferability
+from ._validate import ArgumentTypeError
+from .adversarial import PRESETS, DirectionResult, SaturationWarning, SuccessRates, Transferability, transferability
 from .attacks import ThreatModel, fgsm, model_output, pgd
 from .data import (
     DIGITS_TRANSFORMS,
@@ -36,11 +37,17 @@ from .exact import (
 from .experiments import E1Config, E1Result, E2Config, E2Result, run_e1, run_e2, write_e1, write_e2
 from .knowledge import KnowledgeResult, extract_features, linear_probe, retrain_last_layer
 from .models import CNN1D, CNN2D, MLP, FeatureModel, build_model, wrap_model
-from .training import TrainConfig, TrainResult, accuracy, fit
+from .training import TrainConfig, TrainingWarning, TrainResult, accuracy, fit
 
-__version__ = "0.1.0"
+try:  # declared once, in pyproject.toml, and read back from the installed package's metadata
+    from importlib.metadata import version as _dist_version
+
+    __version__ = _dist_version("transferlens")
+except ImportError:  # PackageNotFoundError is an ImportError: a source tree that is not installed
+    __version__ = "0+unknown"
 
 __all__ = [
+    "ArgumentTypeError", "SaturationWarning", "TrainingWarning",
     "ConsistencyCheck", "E1Config", "E1Result", "ExactTransferability", "MatchingDistance", "RegressionData",
     "SigmoidNet", "build_sigmoid_net", "check_consistency", "exact_attack", "exact_transferability",
     "jacobians", "perturbed_copy", "random_direction", "rbf_regression", "refit_output_layer", "run_e1",

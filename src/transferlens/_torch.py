@@ -50,41 +50,60 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
+def _modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
+    """The train/eval flag of every submodule: a user's model may mix them (a frozen BatchNorm in eval mode
+    inside a model in train mode), and ``model.train(flag)`` alone would overwrite them all."""
+    return [(m, m.training) for m in model.modules()]
+
+
+def _restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
+    for m, training in modes:
+        m.training = training
+
+
 @contextmanager
 def keep_mode(model: nn.Module) -> Iterator[None]:
-    """Restore the model's train/eval mode when the block ends, also on an exception."""
-    was_training = model.training
+    """Restore the train/eval mode of the model and of each submodule when the block ends, also on an exception."""
+    modes = _modes(model)
     try:
         yield
     finally:
-        model.train(was_training)
+        _restore_modes(modes)
 
 
 @contextmanager
 def frozen_eval(*models: nn.Module) -> Iterator[None]:
-    """Eval mode and no parameter gradients for the duration; previous state restored afterwards.
+    """Eval mode and no parameter gradients for the duration; previous state restored afterwards (the mode
+    of every submodule, not just the top one).
 
     The same model may appear twice: states are restored in reverse order, so the original wins.
     """
     saved = []
     for m in models:
-        saved.append((m, m.training, [(p, p.requires_grad) for p in m.parameters()]))
+        saved.append((_modes(m), [(p, p.requires_grad) for p in m.parameters()]))
         m.eval()
         for p in m.parameters():
             p.requires_grad_(False)
     try:
         yield
     finally:
-        for m, training, params in reversed(saved):
-            m.train(training)
+        for modes, params in reversed(saved):
+            _restore_modes(modes)
             for p, rg in params:
                 p.requires_grad_(rg)
 
 
+def fresh(x: torch.Tensor, device: torch.device | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``x`` on ``device``/``dtype`` as a new tensor that shares no memory with ``x``: what a model is given,
+    so that a model whose first operation is in place (``nn.ReLU(inplace=True)``, ``x.clamp_()``) can never
+    modify the caller's data."""
+    return x.to(device=device if device is not None else x.device, dtype=dtype if dtype is not None else x.dtype, copy=True)
+
+
 def batched_apply(fn, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
-    """Apply ``fn`` chunk by chunk without gradients; results concatenated on the CPU."""
+    """Apply ``fn`` chunk by chunk without gradients (each chunk a fresh copy); results concatenated on the CPU."""
     outs = []
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            outs.append(fn(x[i : i + batch_size].to(device)).detach().cpu())
+            outs.append(fn(fresh(x[i : i + batch_size], device)).detach().cpu())
     return torch.cat(outs)

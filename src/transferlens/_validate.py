@@ -7,6 +7,7 @@ never surfaces as NaN or as an error from deep inside torch.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,11 @@ def as_float_tensor(x: Any, name: str) -> torch.Tensor:
             x = torch.as_tensor(x)
         except Exception as exc:  # noqa: BLE001 - re-raised with a clear message
             raise TypeError(f"{name} must be a tensor or array-like of numbers, got {type(x).__name__}") from exc
+    if x.is_complex():
+        raise TypeError(
+            f"{name} is complex ({x.dtype}); transferlens measures real-valued inputs. Pass x.real, x.abs() or "
+            "the real and imaginary parts as separate channels"
+        )
     if not torch.is_floating_point(x):
         x = x.to(torch.get_default_dtype())
     return x
@@ -62,15 +68,133 @@ def check_labels(y: Any, num_classes: int, name: str, n: int | None = None) -> t
     return y.long()
 
 
-def check_seed(seed: Any, name: str = "seed") -> int:
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= int(seed) < 2**63:
-        raise ValueError(f"{name} must be an integer in [0, 2**63), got {seed!r}")
-    return int(seed)
+class ArgumentTypeError(ValueError, TypeError):
+    """An argument of the wrong type (a string where a number belongs, a float count, a string flag).
+
+    Both a ``TypeError`` and a ``ValueError``, so that code catching either (as earlier versions raised
+    ``ValueError`` for these) keeps working."""
 
 
-def check_positive(value: float, name: str) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def _scalar(value: Any) -> Any:
+    """A 0-d tensor or a 1-element numpy array as its Python value; anything else unchanged."""
+    if isinstance(value, torch.Tensor) and value.ndim == 0:
+        if value.is_complex():
+            return complex(value.item())
+        return value.item()
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value.item()
+    return value
+
+
+def _int_rule(minimum: int | None, maximum: int | None) -> str:
+    if minimum is not None and maximum is not None:
+        return f"an integer in [{minimum}, {maximum}]"
+    if minimum is not None:
+        return f"an integer >= {minimum}"
+    if maximum is not None:
+        return f"an integer <= {maximum}"
+    return "an integer"
+
+
+def check_int(value: Any, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    """An integer count or index: ``int``, a numpy integer or a 0-d integer tensor (never a bool, a float or
+    a string), within ``[minimum, maximum]`` where given. Returns a plain ``int``."""
+    rule = f"{name} must be {_int_rule(minimum, maximum)}"
+    v = _scalar(value)
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Integral, np.integer)):
+        raise ArgumentTypeError(f"{rule}, got {value!r} ({_type_name(value)})")
+    v = int(v)
+    if (minimum is not None and v < minimum) or (maximum is not None and v > maximum):
+        raise ValueError(f"{rule}, got {v}")
+    return v
+
+
+def check_real(
+    value: Any,
+    name: str,
+    *,
+    positive: bool = False,
+    nonnegative: bool = False,
+    below: float | None = None,
+) -> float:
+    """A finite real number: any ``numbers.Real`` (int, float, numpy scalars) or a 0-d real tensor; never a
+    bool, complex or string. ``positive``: > 0; ``nonnegative``: >= 0; ``below``: < that value."""
+    if positive and below is not None:
+        rule = f"{name} must be in (0, {below:g})"
+    elif positive:
+        rule = f"{name} must be a finite number > 0"
+    elif nonnegative:
+        rule = f"{name} must be a finite number >= 0"
+    else:
+        rule = f"{name} must be a finite real number"
+    v = _scalar(value)
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Real, np.integer, np.floating)):
+        raise ArgumentTypeError(f"{rule}, got {value!r} ({_type_name(value)})")
+    v = float(v)
+    if (
+        not math.isfinite(v)
+        or (positive and v <= 0)
+        or (nonnegative and v < 0)
+        or (below is not None and v >= below)
+    ):
+        raise ValueError(f"{rule}, got {v!r}")
+    return v
+
+
+def check_positive(value: Any, name: str) -> float:
+    """A finite real number > 0, returned as ``float``."""
+    return check_real(value, name, positive=True)
+
+
+def check_flag(value: Any, name: str) -> bool:
+    """A real boolean (``True``/``False``, ``numpy.bool_`` or a 0-d bool tensor). Strings such as "False" and
+    numbers are refused: ``bool("False")`` is True, so accepting them would silently flip the option."""
+    v = _scalar(value)
+    if not isinstance(v, (bool, np.bool_)):
+        raise ArgumentTypeError(f"{name} must be True or False, got {value!r} ({_type_name(value)})")
+    return bool(v)
+
+
+SEED_LIMIT = 2**63
+
+
+def check_seed(seed: Any, name: str = "seed", limit: int = SEED_LIMIT) -> int:
+    """A seed: an integer in ``[0, limit)`` (numpy integers and 0-d tensors accepted). One rule everywhere."""
+    v = _scalar(seed)
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Integral, np.integer)):
+        raise ArgumentTypeError(f"{name} must be an integer in [0, {_limit_text(limit)}), got {seed!r} ({_type_name(seed)})")
+    v = int(v)
+    if not 0 <= v < limit:
+        raise ValueError(f"{name} must be an integer in [0, {_limit_text(limit)}), got {v}")
+    return v
+
+
+def _limit_text(limit: int) -> str:
+    exp = limit.bit_length() - 1
+    return f"2**{exp}" if limit == 1 << exp else str(limit)
+
+
+def check_choice(value: Any, name: str, choices: Any) -> str:
+    """One of ``choices`` (strings)."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def check_model(model: Any, name: str = "model") -> nn.Module:
+    """A ``torch.nn.Module``; a plain function, None or anything else is refused with what to do."""
+    if not isinstance(model, nn.Module):
+        hint = (
+            "; wrap a function in an nn.Module (a subclass whose forward calls it)"
+            if callable(model)
+            else ""
+        )
+        raise TypeError(f"{name} must be a torch.nn.Module, got {_type_name(model)}{hint}")
+    return model
 
 
 def check_bounds(bounds: Any) -> tuple[float, float] | None:
@@ -103,7 +227,7 @@ def model_outputs_2d(model: nn.Module, x: torch.Tensor, name: str = "model") -> 
     probe = x[:2]
     try:
         with torch.no_grad():
-            out = model(probe)
+            out = model(probe.clone())  # a copy: a model whose first op is in place must not touch x
     except Exception as exc:  # noqa: BLE001 - shape mismatches surface here; rewrap them
         raise ValueError(
             f"{name} could not process inputs of shape {tuple(x.shape[1:])} (per sample, dtype {x.dtype}): {exc}. "
@@ -118,4 +242,15 @@ def model_outputs_2d(model: nn.Module, x: torch.Tensor, name: str = "model") -> 
         )
     if not torch.is_floating_point(out):
         raise TypeError(f"{name} must return floating-point outputs, got dtype {out.dtype}")
+    if probe.shape[0] == 2 and not model.training:
+        with torch.no_grad():
+            alone = model(probe[:1].clone())
+        scale = float(out[:1].abs().max()) if out.numel() else 0.0
+        if isinstance(alone, torch.Tensor) and alone.shape == out[:1].shape and bool(torch.isfinite(out).all()):
+            if float((alone - out[:1]).abs().max()) > 1e-4 * max(scale, 1e-6):
+                raise ValueError(
+                    f"{name}'s output for a sample changes with the other samples in the batch (alone vs. in a batch "
+                    "of two); transferlens needs per-sample outputs. Remove batch statistics from the forward pass "
+                    "(BatchNorm in train mode, normalising over dim 0)"
+                )
     return out

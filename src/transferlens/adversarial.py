@@ -14,13 +14,23 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import warnings
+
 import numpy as np
 import torch
 from torch import nn
 
-from ._torch import frozen_eval, model_device, model_dtype
-from ._validate import check_labels, check_positive, check_within_bounds, model_outputs_2d
-from .attacks import OUTPUTS, ThreatModel, model_output, pgd, validate_inputs
+from ._torch import fresh, frozen_eval, model_device, model_dtype
+from ._validate import check_flag, check_labels, check_model, check_positive, check_within_bounds, model_outputs_2d
+from .attacks import ThreatModel, check_attack_args, check_threat, model_output, pgd, validate_inputs
+
+# An attack whose perturbed inputs sit on the input box's faces in more than this share of the coordinates
+# it moved is reported as saturated: the box, not the model, then decides where it ends.
+SATURATION_WARN = 0.5
+
+
+class SaturationWarning(UserWarning):
+    """The attack's radius is so large that the perturbed inputs are pinned to the input bounds."""
 
 DIRECTIONS = ("s2t", "t2s")
 
@@ -99,11 +109,15 @@ class DirectionResult:
     alpha1_samples: np.ndarray = field(repr=False)
     used_index: np.ndarray = field(repr=False)
     success: SuccessRates | None = None
+    saturation: float | None = None
 
     def to_dict(self, samples: bool = False) -> dict[str, Any]:
         d = {
             k: getattr(self, k)
-            for k in ("direction", "alpha1", "alpha1_median", "alpha2", "combined", "n_used", "n_filtered", "n_degenerate")
+            for k in (
+                "direction", "alpha1", "alpha1_median", "alpha2", "combined", "n_used", "n_filtered", "n_degenerate",
+                "saturation",
+            )
         }
         d["success"] = self.success.to_dict() if self.success else None
         if samples:
@@ -179,19 +193,48 @@ def _row_norms(a: np.ndarray) -> np.ndarray:
     return scale * np.linalg.norm(a / safe[:, None], axis=1)
 
 
-def direction_metrics(name, dev_aa, dev_ab, dev_bb, keep, tol, squared, success) -> DirectionResult:
+def _no_sample_message(name, keep, degenerate, n_aa, n_bb, tol, outputs) -> str:
+    """Why nothing is left to measure, in terms of what was actually degenerate."""
+    msg = f"no sample left to measure the {name} direction: "
+    if not keep.any():
+        return msg + (
+            f"all {len(keep)} were filtered out (correct_only keeps only samples the target classifies "
+            "correctly, and it gets none right). Check the target and the labels, or pass correct_only=False"
+        )
+    a, b = ("source", "target") if name == "s2t" else ("target", "source")
+    zero_a, zero_b = int((keep & (n_aa <= tol)).sum()), int((keep & (n_bb <= tol)).sum())
+    msg += (
+        f"{int(degenerate.sum())} of {int(keep.sum())} have a deviation <= tol={tol:g} "
+        f"(the attacked {a} model's own deviation on {zero_a}, the {b} model's reference deviation on {zero_b}). "
+    )
+    if outputs is not None:
+        key = "s" if (name == "s2t") == (zero_a >= zero_b) else "t"
+        size = float(np.median(_row_norms(outputs[key])))
+        if size > 0 and size * 1e-6 > tol:
+            return msg + (
+                f"The {'source' if key == 's' else 'target'} model's outputs are of size {size:.3g}: a change of "
+                f"{tol:g} is below their floating-point resolution, so the deviation rounds to 0. Rescale the inputs "
+                "or the model (standardise the data) rather than changing eps"
+            )
+    return msg + (
+        "The model's output does not move within the attack's ball: it is flat or saturated there (constant "
+        "outputs, a dead ReLU layer, a hard-thresholded output). Increase eps (attacks), pick a lower level "
+        "(exact metrics), or lower tol"
+    )
+
+
+def direction_metrics(
+    name, dev_aa, dev_ab, dev_bb, keep, tol, squared, success, saturation=None, outputs=None
+) -> DirectionResult:
     """Alpha metrics of the attack crafted on ``a``: ``dev_aa = Delta_{a->a}``, ``dev_ab = Delta_{a->b}``,
-    ``dev_bb = Delta_{b->b}`` (the denominator of alpha1); arrays (N, m), (N, d), (N, d) in float64."""
+    ``dev_bb = Delta_{b->b}`` (the denominator of alpha1); arrays (N, m), (N, d), (N, d) in float64.
+    ``outputs`` (clean outputs ``{"s": ..., "t": ...}``) only serve a clearer error message."""
     n_aa, n_ab, n_bb = (_row_norms(d) for d in (dev_aa, dev_ab, dev_bb))
     degenerate = keep & ((n_bb <= tol) | (n_aa <= tol))
     used = keep & ~degenerate
     idx = np.flatnonzero(used)
     if len(idx) == 0:
-        raise ValueError(
-            f"no sample left to measure the {name} direction: {int((~keep).sum())} filtered out, "
-            f"{int(degenerate.sum())} with a reference deviation <= tol={tol:g}. Increase eps (attacks), pick a "
-            "lower level (exact metrics), lower tol, or turn off correct_only"
-        )
+        raise ValueError(_no_sample_message(name, keep, degenerate, n_aa, n_bb, tol, outputs))
     a1 = n_ab[idx] / n_bb[idx]
     u = dev_aa[idx] / n_aa[idx, None]
     nab = n_ab[idx]
@@ -210,6 +253,7 @@ def direction_metrics(name, dev_aa, dev_ab, dev_bb, keep, tol, squared, success)
         alpha1_samples=a1,
         used_index=idx,
         success=success,
+        saturation=saturation,
     )
 
 
@@ -220,15 +264,30 @@ def resolve_options(
     correct_only: bool | None,
     squared: bool | None,
 ) -> tuple[ThreatModel, str, bool, bool]:
-    base = PRESETS.get(preset or "theory")
+    base = PRESETS.get(preset or "theory") if isinstance(preset, (str, type(None))) else None
     if base is None:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     return (
-        threat if threat is not None else base.threat,
+        check_threat(threat) if threat is not None else base.threat,
         objective if objective is not None else base.objective,
-        base.correct_only if correct_only is None else bool(correct_only),
-        base.squared if squared is None else bool(squared),
+        base.correct_only if correct_only is None else check_flag(correct_only, "correct_only"),
+        base.squared if squared is None else check_flag(squared, "squared"),
     )
+
+
+def saturation(x: np.ndarray, delta: np.ndarray, bounds: tuple[float, float] | None) -> float | None:
+    """Share of the coordinates an attack moved that ended on a face of the input box (``None`` without
+    bounds or when nothing moved)."""
+    if bounds is None:
+        return None
+    lo, hi = bounds
+    tol = 1e-6 * max(1.0, abs(lo), abs(hi))
+    moved = np.abs(delta) > tol
+    if not moved.any():
+        return None
+    xa = x + delta
+    pinned = moved & ((xa <= lo + tol) | (xa >= hi - tol))
+    return float(pinned.sum() / moved.sum())
 
 
 def transferability(
@@ -257,10 +316,13 @@ def transferability(
     and counted (``n_degenerate``). Success rates need the same label space (by default: the same number
     of logits); otherwise they are ``None``.
     """
+    check_model(source, "source")
+    check_model(target, "target")
     threat, objective, correct_only, squared = resolve_options(preset, threat, objective, correct_only, squared)
-    if output not in OUTPUTS:
-        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
-    check_positive(tol, "tol")
+    batch_size, seed = check_attack_args(objective, output, batch_size, seed)
+    if same_label_space is not None:
+        same_label_space = check_flag(same_label_space, "same_label_space")
+    tol = check_positive(tol, "tol")
     x = validate_inputs(x).detach()
     check_within_bounds(x, threat.bounds, "x")
     dev_s, dev_t = model_device(source), model_device(target)
@@ -290,7 +352,7 @@ def transferability(
             for mname, model, dev, dt in (("s", source, dev_s, dt_s), ("t", target, dev_t, dt_t)):
                 # One forward per part: a chunk three times as large runs slower per sample (cache).
                 for pname, xin in parts:
-                    xd = xin.to(dev, dt)
+                    xd = fresh(xin, dev, dt)  # a copy: the model may work in place on its input
                     logits = model(xd)
                     if output == "logits":
                         o = logits
@@ -324,8 +386,21 @@ def transferability(
             succ_s2t = _success(cat["s_clean_pred"], cat["s_adv_s_pred"], cat["t_clean_pred"], cat["t_adv_s_pred"], y)
             succ_t2s = _success(cat["t_clean_pred"], cat["t_adv_t_pred"], cat["s_clean_pred"], cat["s_adv_t_pred"], y)
 
-    s2t = direction_metrics("s2t", dev["s2s"], dev["s2t"], dev["t2t"], keep, tol, squared, succ_s2t)
-    t2s = direction_metrics("t2s", dev["t2t"], dev["t2s"], dev["s2s"], keep, tol, squared, succ_t2s)
+    x_np = x.double().cpu().numpy().reshape(len(x), -1)
+    sat = {a: saturation(x_np, d.double().cpu().numpy().reshape(len(x), -1), threat.bounds) for a, d in (("s", d_s), ("t", d_t))}
+    for a, value in sat.items():
+        if value is not None and value > SATURATION_WARN:
+            warnings.warn(
+                f"the attack on the {'source' if a == 's' else 'target'} model pinned {100 * value:.0f}% of the "
+                f"coordinates it moved to the input bounds {threat.bounds}: eps={threat.eps} ({threat.norm}) is so "
+                "large that the box, not the model, decides the perturbation, and the alpha metrics say little. "
+                "Lower eps",
+                SaturationWarning,
+                stacklevel=2,
+            )
+    outputs = {"s": cat["s_clean"], "t": cat["t_clean"]}
+    s2t = direction_metrics("s2t", dev["s2s"], dev["s2t"], dev["t2t"], keep, tol, squared, succ_s2t, sat["s"], outputs)
+    t2s = direction_metrics("t2s", dev["t2t"], dev["t2s"], dev["s2s"], keep, tol, squared, succ_t2s, sat["t"], outputs)
     options = {
         "preset": preset,
         "threat": threat.to_dict(),

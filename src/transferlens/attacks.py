@@ -27,14 +27,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._torch import frozen_eval, model_device, model_dtype
+from ._torch import fresh, frozen_eval, model_device, model_dtype
 from ._validate import (
     as_float_tensor,
-    check_seed,
     check_bounds,
+    check_choice,
     check_finite,
+    check_flag,
+    check_int,
+    check_model,
     check_nonempty,
     check_positive,
+    check_seed,
     check_within_bounds,
     model_outputs_2d,
 )
@@ -64,13 +68,13 @@ class ThreatModel:
     bounds: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
-        if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
-        check_positive(self.eps, "eps")
-        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
+        check_choice(self.norm, "norm", NORMS)
+        # Numbers are normalised to plain Python types (numpy scalars and 0-d tensors are accepted).
+        object.__setattr__(self, "eps", check_positive(self.eps, "eps"))
+        object.__setattr__(self, "steps", check_int(self.steps, "steps", 1))
         if self.step_size is not None:
-            check_positive(self.step_size, "step_size")
+            object.__setattr__(self, "step_size", check_positive(self.step_size, "step_size"))
+        object.__setattr__(self, "random_start", check_flag(self.random_start, "random_start"))
         object.__setattr__(self, "bounds", check_bounds(self.bounds))
 
     @classmethod
@@ -91,6 +95,7 @@ class ThreatModel:
 
 def model_output(model: nn.Module, x: torch.Tensor, output: str = "logits") -> torch.Tensor:
     """The measured output of ``model``: logits, softmax probabilities, or ``model.features(x)``."""
+    check_model(model)
     if output == "logits":
         return model(x)
     if output == "probs":
@@ -164,12 +169,13 @@ def _start(x: torch.Tensor, threat: ThreatModel, objective: str, seed: int) -> t
 
 
 def _objective_fn(model: nn.Module, objective: str, output: str, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Per-sample objective of the perturbed input, with the clean reference computed once."""
+    """Per-sample objective of the perturbed input, with the clean reference computed once (on a copy of
+    ``x``: a model with an in-place first operation must not change the inputs being attacked)."""
     with torch.no_grad():
         if objective == "deviation":
-            ref = model_output(model, x, output)
+            ref = model_output(model, fresh(x), output)
             return lambda xa: 0.5 * (model_output(model, xa, output) - ref).flatten(1).pow(2).sum(1)
-        logits = model(x)
+        logits = model(fresh(x))
         if objective == "ce":
             label = logits.argmax(1)
             return lambda xa: F.cross_entropy(model(xa), label, reduction="none")
@@ -183,6 +189,23 @@ def validate_inputs(x: Any, name: str = "x") -> torch.Tensor:
     check_nonempty(x, name)
     check_finite(x, name)
     return x
+
+
+def check_threat(threat: Any) -> ThreatModel:
+    if isinstance(threat, ThreatModel):
+        return threat
+    hint = " (build one with transferlens.ThreatModel(**that_dict))" if isinstance(threat, dict) else ""
+    raise TypeError(
+        f"threat must be a ThreatModel (transferlens.ThreatModel), e.g. ThreatModel(norm='l2', eps=0.5, steps=10), got "
+        f"{type(threat).__name__}{hint}"
+    )
+
+
+def check_attack_args(objective: Any, output: Any, batch_size: Any, seed: Any) -> tuple[int, int]:
+    """Shared checks of the attack options; returns the normalised ``(batch_size, seed)``."""
+    check_choice(objective, "objective", OBJECTIVES)
+    check_choice(output, "output", OUTPUTS)
+    return check_int(batch_size, "batch_size", 1), check_seed(seed)
 
 
 def pgd(
@@ -201,15 +224,10 @@ def pgd(
     ``delta`` has the shape of ``x`` and satisfies the threat model. The last iterate is returned.
     Shapes: ``x`` is ``(N, *input_shape)``; the model must map it to ``(N, K)``.
     """
-    if not isinstance(threat, ThreatModel):
-        raise TypeError(f"threat must be a ThreatModel, got {type(threat).__name__}")
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    if output not in OUTPUTS:
-        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    check_seed(seed)
+    check_model(model)
+    threat = check_threat(threat)
+    batch_size, seed = check_attack_args(objective, output, batch_size, seed)
+    validate = check_flag(validate, "validate")
     dev, dt = model_device(model), model_dtype(model)
     if validate:
         x = validate_inputs(x)
@@ -221,7 +239,7 @@ def pgd(
         if validate:
             model_outputs_2d(model, x[:2].to(dev, dt), "model")
         for i in range(0, len(x), batch_size):
-            xb = x[i : i + batch_size].to(dev, dt)  # inputs take the model's dtype
+            xb = fresh(x[i : i + batch_size], dev, dt)  # a copy in the model's dtype
             delta = _project(start[i : i + batch_size].to(dev, dt), xb, threat)
             obj = _objective_fn(model, objective, output, xb)
             for _ in range(threat.steps):
@@ -253,4 +271,5 @@ def fgsm(
     batch_size: int = 1024,
 ) -> torch.Tensor:
     """One full-size gradient step (``ThreatModel.fgsm``); returns ``delta``."""
+    check_choice(norm, "norm", NORMS)
     return pgd(model, x, ThreatModel.fgsm(eps, norm, bounds), objective, output=output, seed=seed, batch_size=batch_size)

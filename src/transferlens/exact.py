@@ -26,15 +26,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._torch import frozen_eval, model_device, model_dtype
-from ._validate import check_positive, model_outputs_2d
+from ._torch import fresh, frozen_eval, model_device, model_dtype
+from ._validate import check_choice, check_flag, check_int, check_model, check_positive, check_real, check_seed, model_outputs_2d
 from .adversarial import DIRECTIONS, DirectionResult, direction_metrics
 from .attacks import OUTPUTS, ThreatModel, model_output, validate_inputs
 
 
 def _check_model_and_input(model: nn.Module, x: torch.Tensor, name: str, output: str) -> int:
-    if output not in OUTPUTS:
-        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    check_choice(output, "output", OUTPUTS)
     probe = x[:2].to(model_device(model), model_dtype(model))
     with frozen_eval(model):
         out = model_outputs_2d(model, probe, name)
@@ -55,13 +54,14 @@ def _jacobian_chunks(
     shape = x.shape[1:]
 
     def f(xi: torch.Tensor) -> torch.Tensor:
-        y = model_output(model, xi.reshape(1, *shape), output)[0]
+        # a differentiable copy: a model that works in place on its input must not write into x
+        y = model_output(model, xi.reshape(1, *shape).clone(), output)[0]
         return y, y
 
     jac = jacfwd(f, has_aux=True) if n < d else jacrev(f, has_aux=True)
     with frozen_eval(model):
         for i in range(0, len(x), chunk_size):
-            xb = x[i : i + chunk_size].to(dev, dt).reshape(-1, n)
+            xb = fresh(x[i : i + chunk_size], dev, dt).reshape(-1, n)
             try:
                 j, out = vmap(jac)(xb)
             except RuntimeError as exc:
@@ -81,16 +81,13 @@ def _jacobian_chunks(
             yield slice(i, i + len(xb)), out.cpu(), j.reshape(len(xb), out.shape[1], n).cpu()
 
 
-def _validate(source: nn.Module, target: nn.Module | None, x: Any, level: int, chunk_size: int) -> torch.Tensor:
-    for m, name in ((source, "source"), (target, "target")):
-        if m is not None and not isinstance(m, nn.Module):
-            raise TypeError(f"{name} must be a torch.nn.Module, got {type(m).__name__}")
+def _validate(source: nn.Module, target: nn.Module | None, x: Any, level: Any, chunk_size: Any) -> tuple[torch.Tensor, int, int]:
+    """Checked inputs, ``level`` and ``chunk_size`` (numbers normalised to ``int``)."""
+    check_model(source, "source" if target is not None else "model")
+    if target is not None:
+        check_model(target, "target")
     x = validate_inputs(x)
-    if not isinstance(level, int) or isinstance(level, bool) or level < 0:
-        raise ValueError(f"level must be an integer >= 0, got {level!r}")
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
-    return x.detach()
+    return x.detach(), check_int(level, "level", 0), check_int(chunk_size, "chunk_size", 1)
 
 
 def _check_level(level: int, n: int, d: int, name: str) -> None:
@@ -103,7 +100,7 @@ def _check_level(level: int, n: int, d: int, name: str) -> None:
 
 def jacobians(model: nn.Module, x: torch.Tensor, *, output: str = "logits", chunk_size: int = 1024) -> torch.Tensor:
     """Per-sample Jacobians ``(N, d, n)`` (float64) of the model's output w.r.t. its flattened input."""
-    x = _validate(model, None, x, 0, chunk_size)
+    x, _, chunk_size = _validate(model, None, x, 0, chunk_size)
     return torch.cat([j for _, _, j in _jacobian_chunks(model, x, output, chunk_size, "model")])
 
 
@@ -179,9 +176,8 @@ def singular_directions(
 
     The sign of each vector is arbitrary (as for any SVD); no metric here depends on it.
     """
-    x = _validate(model, None, x, max(k - 1, 0), chunk_size)
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    k = check_int(k, "k", 1)
+    x, _, chunk_size = _validate(model, None, x, k - 1, chunk_size)
     values, vectors = [], []
     for _, out, j in _jacobian_chunks(model, x, output, chunk_size, "model"):
         _check_level(k - 1, j.shape[2], j.shape[1], "model")
@@ -193,9 +189,8 @@ def singular_directions(
 
 def exact_attack(model: nn.Module, x: torch.Tensor, eps: float, *, level: int = 0, output: str = "logits", chunk_size: int = 1024) -> torch.Tensor:
     """The theory's attack: ``delta = eps * v_level(x)`` (shape of ``x``), the l2 step along a right-singular vector."""
-    check_positive(eps, "eps")
-    if not isinstance(level, int) or isinstance(level, bool) or level < 0:
-        raise ValueError(f"level must be an integer >= 0, got {level!r}")
+    eps = check_positive(eps, "eps")
+    level = check_int(level, "level", 0)
     x = validate_inputs(x)
     _, v = singular_directions(model, x, level + 1, output=output, chunk_size=chunk_size)
     return (eps * v[:, level, :]).reshape(x.shape).to(x.dtype)
@@ -313,8 +308,10 @@ def exact_transferability(
     counted.
     ``squared`` reports alpha2 and combined as squared Frobenius norms (as the ``paper`` preset does).
     """
-    x = _validate(source, target, x, level, chunk_size)
-    check_positive(tol, "tol")
+    check_model(target, "target")
+    x, level, chunk_size = _validate(source, target, x, level, chunk_size)
+    tol = check_positive(tol, "tol")
+    squared = check_flag(squared, "squared")
     n_in = int(np.prod(x.shape[1:]))
     dev: dict[str, list[torch.Tensor]] = {k: [] for k in ("s2s", "s2t", "t2t", "t2s")}
     sigma_max: dict[str, list[torch.Tensor]] = {"s": [], "t": []}
@@ -386,6 +383,16 @@ class ConsistencyCheck:
         }
 
 
+def _check_eps_sequence(eps: Any) -> tuple[float, ...]:
+    """A non-empty sequence of radii > 0 (one number is accepted as a sequence of one)."""
+    if isinstance(eps, (str, bytes)) or not hasattr(eps, "__iter__"):
+        eps = (eps,)
+    values = tuple(check_real(e, "each eps", positive=True) for e in eps)
+    if not values:
+        raise ValueError("eps must hold at least one radius, e.g. eps=(1e-1, 1e-2, 1e-3)")
+    return values
+
+
 def check_consistency(
     source: nn.Module,
     target: nn.Module,
@@ -406,7 +413,12 @@ def check_consistency(
     values are close converge slowest. Use float64 models for the smallest radii. Returns the largest
     absolute difference over the six alpha metrics at each eps.
     """
-    check_positive(step_multiplier, "step_multiplier")
+    check_model(source, "source")
+    check_model(target, "target")
+    step_multiplier = check_positive(step_multiplier, "step_multiplier")
+    steps = check_int(steps, "steps", 1)
+    seed = check_seed(seed)
+    eps = _check_eps_sequence(eps)
     from .adversarial import transferability
 
     exact = exact_transferability(source, target, x, output=output)

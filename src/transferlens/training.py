@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._torch import batched_apply, frozen_eval, model_device, resolve_device, seeded
-from ._validate import check_positive, model_outputs_2d
-from .data.task import Task
+from ._torch import batched_apply, frozen_eval, model_device, model_dtype, resolve_device, seeded
+from ._validate import check_int, check_labels, check_model, check_positive, check_real, check_seed, model_outputs_2d
+from .attacks import validate_inputs
+from .data.task import Task, check_task
+
+# A training loss this many times above the untrained model's is divergence, even while it stays finite.
+DIVERGENCE_FACTOR = 100.0
+
+
+class TrainingWarning(UserWarning):
+    """Training ran but did not improve on the untrained model."""
 
 
 @dataclass(frozen=True)
@@ -29,15 +38,14 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        # Numbers are normalised to plain Python types (numpy scalars and 0-d tensors are accepted).
         for name in ("epochs", "batch_size", "patience"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-        check_positive(self.lr, "lr")
-        if not math.isfinite(self.weight_decay) or self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+            object.__setattr__(self, name, check_int(getattr(self, name), name, 1))
+        object.__setattr__(self, "lr", check_positive(self.lr, "lr"))
+        object.__setattr__(self, "weight_decay", check_real(self.weight_decay, "weight_decay", nonnegative=True))
+        val_fraction = check_real(self.val_fraction, "val_fraction", positive=True, below=1.0)
+        object.__setattr__(self, "val_fraction", val_fraction)
+        object.__setattr__(self, "seed", check_seed(self.seed))
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,7 @@ class TrainResult:
     train_loss: tuple[float, ...]
     val_loss: tuple[float, ...]
     config: TrainConfig = field(default_factory=TrainConfig)
+    initial_val_loss: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -61,6 +70,13 @@ class TrainResult:
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048) -> float:
     """Fraction of samples whose argmax output equals the label (model run in eval mode)."""
+    check_model(model)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    x = validate_inputs(x)
+    with frozen_eval(model):
+        out = model_outputs_2d(model, x[:2].to(model_device(model), model_dtype(model)), "model")
+    y = check_labels(y, out.shape[1], "y", len(x))
+    x = x.to(dtype=model_dtype(model))
     with frozen_eval(model):
         pred = batched_apply(model, x, batch_size, model_device(model)).argmax(1)
     return float((pred == y.cpu()).float().mean())
@@ -81,8 +97,16 @@ def fit(
     ``on_epoch(epoch, train_loss, val_loss)`` is called after each epoch (for progress display).
     The model is left in eval mode on ``device``.
     """
+    check_model(model)
+    check_task(task)
+    if config is not None and not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}; or pass options as keywords")
     cfg = config or TrainConfig()
     if overrides:
+        valid = [f.name for f in fields(TrainConfig)]
+        unknown = sorted(set(overrides) - set(valid))
+        if unknown:
+            raise TypeError(f"unknown training option(s) {unknown}; valid options: {valid}")
         cfg = TrainConfig(**{**asdict(cfg), **overrides})
     dev = resolve_device(device)
     model.to(dev)
@@ -103,6 +127,8 @@ def fit(
     x_val, y_val = task.x_train[val_idx].to(dev), task.y_train[val_idx].to(dev)
 
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    with frozen_eval(model), torch.no_grad():
+        initial_loss = float(F.cross_entropy(model(x_val), y_val))
     best_loss, best_state, best_epoch, bad = float("inf"), None, 0, 0
     train_hist: list[float] = []
     val_hist: list[float] = []
@@ -122,9 +148,11 @@ def fit(
                     opt.step()
                     total += float(loss.detach()) * len(idx)
                 train_loss = total / len(order)
-                if not math.isfinite(train_loss):
+                limit = DIVERGENCE_FACTOR * max(initial_loss, 1.0) if math.isfinite(initial_loss) else math.inf
+                if not math.isfinite(train_loss) or train_loss > limit:
                     raise ValueError(
-                        f"training on task {task.name!r} diverged (loss {train_loss}) in epoch {epoch}; lower lr or check the data"
+                        f"training on task {task.name!r} diverged in epoch {epoch}: the training loss is {train_loss:.4g}, "
+                        f"up from {initial_loss:.4g} for the untrained model; lower lr (now {cfg.lr:g}) or check the data"
                     )
                 model.eval()
                 with torch.no_grad():
@@ -145,6 +173,14 @@ def fit(
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
+    if math.isfinite(initial_loss) and best_loss >= initial_loss:
+        warnings.warn(
+            f"training on task {task.name!r} did not improve on the untrained model (validation loss "
+            f"{initial_loss:.4g} before training, best {best_loss:.4g} after {len(train_hist)} epochs); "
+            f"lower lr (now {cfg.lr:g}), train longer, or check that the labels are learnable",
+            TrainingWarning,
+            stacklevel=2,
+        )
     return TrainResult(
         task=task.name,
         epochs_run=len(train_hist),
@@ -154,4 +190,5 @@ def fit(
         train_loss=tuple(train_hist),
         val_loss=tuple(val_hist),
         config=cfg,
+        initial_val_loss=initial_loss,
     )

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._validate import check_real, check_seed
 from .task import Task
 
 __all__ = ["DIGITS_TRANSFORMS", "digits_task"]
@@ -105,15 +106,6 @@ def _describe(transform: str, strength: float, seed: int) -> str:
     return f"with the outer {b}-pixel rim zeroed (occluded)"
 
 
-def _check_int(value: Any, name: str, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    value = int(value)
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must lie in [{lo}, {hi}], got {value}")
-    return value
-
-
 def _check_classes(classes: Sequence[int] | None) -> list[int]:
     if classes is None:
         return list(range(_NUM_DIGITS))
@@ -123,7 +115,7 @@ def _check_classes(classes: Sequence[int] | None) -> list[int]:
     for c in list(classes):
         if isinstance(c, (np.ndarray, torch.Tensor)) and c.ndim == 0:
             c = c.item()
-        if isinstance(c, bool) or not isinstance(c, numbers.Integral):
+        if isinstance(c, (bool, np.bool_)) or not isinstance(c, (numbers.Integral, np.integer)):
             raise ValueError(f"classes must hold integer digit labels 0..9, got {c!r} in {classes!r}")
         c = int(c)
         if not 0 <= c < _NUM_DIGITS:
@@ -187,25 +179,11 @@ def digits_task(
     """
     if not isinstance(transform, str) or transform not in DIGITS_TRANSFORMS:
         raise ValueError(f"unknown transform {transform!r}; valid transforms are {', '.join(DIGITS_TRANSFORMS)}")
-    if (
-        isinstance(strength, bool)
-        or not isinstance(strength, numbers.Real)
-        or not math.isfinite(float(strength))
-        or float(strength) < 0
-    ):
-        raise ValueError(f"strength must be a finite number >= 0 (0 = identity), got {strength!r}")
-    strength = float(strength)
+    strength = check_real(strength, "strength (0 = identity)", nonnegative=True)
     digit_classes = _check_classes(classes)
-    if (
-        isinstance(test_fraction, bool)
-        or not isinstance(test_fraction, numbers.Real)
-        or not math.isfinite(float(test_fraction))
-        or not 0.0 < float(test_fraction) < 1.0
-    ):
-        raise ValueError(f"test_fraction must be a number strictly between 0 and 1, got {test_fraction!r}")
-    test_fraction = float(test_fraction)
-    seed = _check_int(seed, "seed", 0, _MAX_SEED)
-    split_seed = _check_int(split_seed, "split_seed", 0, _MAX_SEED)
+    test_fraction = check_real(test_fraction, "test_fraction", positive=True, below=1.0)
+    seed = check_seed(seed, "seed", _MAX_SEED + 1)
+    split_seed = check_seed(split_seed, "split_seed", _MAX_SEED + 1)
     if name is not None and (not isinstance(name, str) or not name):
         raise ValueError(f"name must be a non-empty string or None, got {name!r}")
 

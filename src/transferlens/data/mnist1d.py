@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from .._validate import check_int, check_real, check_seed
 from .task import Task
 
 # Knobs of mnist1d's generator that describe the domain (plus ``seed`` and sample counts).
@@ -92,10 +93,9 @@ def mnist1d_task(
     unknown = set(overrides) - set(SHIFT_KNOBS)
     if unknown:
         raise ValueError(f"unknown MNIST-1D knob(s) {sorted(unknown)}; valid knobs: {list(SHIFT_KNOBS)}")
-    if not isinstance(num_samples, int) or num_samples < 20:
-        raise ValueError(f"num_samples must be an integer >= 20, got {num_samples!r}")
-    if not 0.0 < train_split < 1.0:
-        raise ValueError(f"train_split must be in (0, 1), got {train_split!r}")
+    num_samples = check_int(num_samples, "num_samples", 20)
+    train_split = check_real(train_split, "train_split", positive=True, below=1.0)
+    seed = check_seed(seed, limit=2**32)  # mnist1d seeds numpy's legacy global RNG
     base, description = MNIST1D_DOMAINS[domain]
     knobs = {**base, **overrides}
     items = dict(knobs, seed=int(seed), num_samples=num_samples, train_split=float(train_split))

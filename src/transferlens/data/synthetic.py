@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from .._torch import keep_mode, seeded
-from .._validate import check_positive
+from .._validate import check_int, check_positive, check_seed
 from ..models.base import FeatureModel
 
 __all__ = [
@@ -86,19 +86,11 @@ TRAIN_OPTIMIZERS: tuple[str, ...] = ("varpro", "lbfgs", "adam")
 
 
 def _check_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) < 2**63:
-        raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
-    return int(seed)
+    return check_int(value, name, minimum)
 
 
 def _generator(seed: int) -> torch.Generator:
-    return torch.Generator(device="cpu").manual_seed(_check_seed(seed))
+    return torch.Generator(device="cpu").manual_seed(check_seed(seed))
 
 
 def _uniform(shape: tuple[int, ...], gen: torch.Generator, low: float = -0.5, high: float = 0.5) -> torch.Tensor:
@@ -202,7 +194,7 @@ def rbf_regression(
     n_outputs = _check_int(n_outputs, "n_outputs")
     n_rbf = _check_int(n_rbf, "n_rbf")
     n_clusters = _check_int(n_clusters, "n_clusters")
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     gen = _generator(seed)
 
     centres = _uniform((n_clusters, n_inputs), gen)
@@ -279,7 +271,7 @@ def build_sigmoid_net(
     ``init="default"`` keeps PyTorch's ``nn.Linear`` initialisation; ``init="uniform"`` draws every
     parameter from ``U(-0.5, 0.5)`` (as the official synthetic script did).
     """
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     if init not in SIGMOID_INITS:
         raise ValueError(f"unknown init {init!r}; choose one of {list(SIGMOID_INITS)}")
     with seeded(seed):
@@ -393,8 +385,8 @@ def train_regression(
     """
     x, y = _check_model_data(model, data)
     steps = _check_int(steps, "steps")
-    check_positive(lr, "lr")
-    seed = _check_seed(seed)
+    lr = check_positive(lr, "lr")
+    seed = check_seed(seed)
     if optimizer not in TRAIN_OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {list(TRAIN_OPTIMIZERS)}")
     _check_outputs(model, x, y)
@@ -540,7 +532,7 @@ def deviation_scales(steps: int = 10, schedule: str = "accumulated", step: float
     * ``"linear"``: ``scale_i = step * i`` -> 0, 0.1, 0.2, ...
     """
     steps = _check_int(steps, "steps")
-    check_positive(step, "step")
+    step = check_positive(step, "step")
     if schedule == "accumulated":
         return [float(step) * (i * (i + 1) // 2) for i in range(steps)]
     if schedule == "linear":

@@ -11,6 +11,7 @@ from .._validate import (
     as_float_tensor,
     check_bounds,
     check_finite,
+    check_int,
     check_labels,
     check_nonempty,
     check_within_bounds,
@@ -37,8 +38,9 @@ class Task:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.num_classes, int) or self.num_classes < 2:
-            raise ValueError(f"num_classes must be an integer >= 2, got {self.num_classes!r}")
+        if not isinstance(self.name, str):
+            raise TypeError(f"Task name must be a string, got {type(self.name).__name__}")
+        object.__setattr__(self, "num_classes", check_int(self.num_classes, "num_classes", 2))
         bounds = check_bounds(self.bounds)
         for split in ("train", "test"):
             x = as_float_tensor(getattr(self, f"x_{split}"), f"x_{split}")
@@ -77,3 +79,14 @@ class Task:
             "bounds": list(self.bounds) if self.bounds else None,
             "meta": self.meta,
         }
+
+
+def check_task(task: Any, name: str = "task") -> Task:
+    """A :class:`Task`; a tuple of tensors or anything else is refused with how to build one."""
+    if not isinstance(task, Task):
+        raise TypeError(
+            f"{name} must be a transferlens Task, got {type(task).__name__}; build one with "
+            "transferlens.Task(name, x_train, y_train, x_test, y_test, num_classes) or a data helper such as "
+            "transferlens.mnist1d_task()"
+        )
+    return task

@@ -10,7 +10,6 @@ as the deviation grows, while the refit RMSE and the gradient-matching distance 
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from ..data.synthetic import (
     refit_output_layer,
     train_regression,
 )
-from .._validate import check_seed
+from .._validate import check_int, check_positive, check_seed
 from ..evaluation import Correlation, correlate
 from ..exact import ExactTransferability, exact_transferability
 from ._output import compact, correlation_rows, environment, write_tables
@@ -64,22 +63,19 @@ class E1Config:
     train_steps: int = 200
 
     def __post_init__(self) -> None:
-        check_seed(self.seed)
+        # Numbers normalised to plain Python types (numpy scalars accepted); the direction uses seed + 1.
+        object.__setattr__(self, "seed", check_seed(self.seed, limit=2**63 - 1))
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}")
         for name in ("n_samples", "n_inputs", "n_outputs", "n_rbf", "width", "train_steps"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-        if not isinstance(self.step, (int, float)) or not math.isfinite(self.step) or self.step <= 0:
-            raise ValueError(f"step must be a finite number > 0, got {self.step!r}")
-        if not isinstance(self.n_scales, int) or self.n_scales < 3:
-            raise ValueError(f"n_scales must be an integer >= 3 (a trend needs points), got {self.n_scales!r}")
+            object.__setattr__(self, name, check_int(getattr(self, name), name, 1))
+        object.__setattr__(self, "step", check_positive(self.step, "step"))
+        object.__setattr__(self, "n_scales", check_int(self.n_scales, "n_scales (a trend needs points)", 3))
         limit = min(self.n_inputs, self.n_outputs)
         for name in ("level", "ablation_level"):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v < 0 or v >= limit):
-                raise ValueError(f"{name} must be an integer in [0, {limit}) = [0, min(n_inputs, n_outputs)), got {v!r}")
+            if v is not None:
+                object.__setattr__(self, name, check_int(v, f"{name} (< min(n_inputs, n_outputs))", 0, limit - 1))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

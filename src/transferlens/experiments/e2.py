@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .._torch import resolve_device
-from .._validate import check_positive, check_seed
+from .._validate import check_int, check_positive, check_seed
 from ..adversarial import PRESETS, ThreatModel, Transferability, transferability
 from ..data.mnist1d import MNIST1D_DOMAINS, mnist1d_task
 from ..evaluation import Correlation, correlate
@@ -66,17 +66,21 @@ class E2Config:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
         if len(self.source_domains) * len(self.architectures) < 3:
             raise ValueError("E2 needs at least 3 sources (domains x architectures) to correlate anything")
-        if not isinstance(self.n_eval, int) or self.n_eval < 10:
-            raise ValueError(f"n_eval must be an integer >= 10, got {self.n_eval!r}")
-        # Fail here, with the reason, rather than minutes into a run.
+        # Numbers normalised to plain Python types; fail here, with the reason, rather than minutes into a run.
+        object.__setattr__(self, "n_eval", check_int(self.n_eval, "n_eval", 10))
         resolve_device(self.device)
+        if self.eps is not None:
+            object.__setattr__(self, "eps", check_positive(self.eps, "eps"))
+        if self.steps is not None:
+            object.__setattr__(self, "steps", check_int(self.steps, "steps", 1))
         _ = self.threat  # validates norm, eps and steps
-        if not isinstance(self.num_samples, int) or self.num_samples < 100:
-            raise ValueError(f"num_samples must be an integer >= 100, got {self.num_samples!r}")
-        if not isinstance(self.n_boot, int) or self.n_boot < 1:
-            raise ValueError(f"n_boot must be an integer >= 1, got {self.n_boot!r}")
-        check_positive(self.probe_C, "probe_C")
-        check_seed(self.seed)
+        object.__setattr__(self, "num_samples", check_int(self.num_samples, "num_samples", 100))
+        object.__setattr__(self, "n_boot", check_int(self.n_boot, "n_boot", 1))
+        object.__setattr__(self, "probe_C", check_positive(self.probe_C, "probe_C"))
+        # the generator seeds (43 + seed + i) must stay within mnist1d's range [0, 2**32)
+        object.__setattr__(self, "seed", check_seed(self.seed, limit=2**32 - 64))
+        if not isinstance(self.train, TrainConfig):
+            raise TypeError(f"train must be a TrainConfig, got {type(self.train).__name__}")
         object.__setattr__(self, "source_domains", tuple(self.source_domains))
         object.__setattr__(self, "architectures", tuple(self.architectures))
 

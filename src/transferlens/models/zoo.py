@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .._torch import seeded
+from .._validate import check_int, check_seed
 from .base import FeatureModel
 
 
@@ -84,11 +85,17 @@ ARCHITECTURES: dict[str, Callable[..., FeatureModel]] = {"mlp": MLP, "cnn1d": CN
 
 def build_model(arch: str, input_shape: Sequence[int], num_classes: int, *, seed: int = 0, **kwargs: object) -> FeatureModel:
     """Instantiate a zoo architecture with weights drawn from ``seed`` (global RNG left untouched)."""
-    if arch not in ARCHITECTURES:
+    if not isinstance(arch, str) or arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    num_classes = check_int(num_classes, "num_classes", 2)
+    seed = check_seed(seed)
+    try:
+        shape = tuple(check_int(d, "input_shape entries", 1) for d in input_shape)
+    except TypeError as exc:
+        if isinstance(exc, ValueError):
+            raise
+        raise TypeError(f"input_shape must be a sequence of positive integers, got {input_shape!r}") from exc
     with seeded(seed):
-        model = ARCHITECTURES[arch](tuple(input_shape), num_classes, **kwargs)
+        model = ARCHITECTURES[arch](shape, num_classes, **kwargs)
     model.arch = arch  # type: ignore[assignment]
     return model
