@@ -1,8 +1,9 @@
 """Tests for transferlens.adversarial: transferability, PRESETS and the result dataclasses.
 
-The reference is a slow textbook implementation (per-sample Python loops over ``pgd`` and the models,
-straight from the definitions in the metrics reference). Exact agreement checks use float64 models so
-that they test the metric, not float32 rounding.
+The reference is a slow textbook implementation (per-sample Python loops over the models, straight from
+the definitions in the metrics reference) with its own attack, ``reference_pgd`` from
+``tests/reference_attacks.py``, so that a bug in the library's ``pgd`` cannot cancel out. Exact agreement
+checks use float64 models so that they test the metric, not float32 rounding.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from transferlens.attacks import ThreatModel, model_output, pgd
 from transferlens.models import build_model
 
 from helpers import linear, mlp, params_snapshot, randn
+from reference_attacks import reference_pgd
 
 F64 = torch.float64
 METRIC_KEYS = {"alpha1_s2t", "alpha2_s2t", "combined_s2t", "alpha1_t2s", "alpha2_t2s", "combined_t2s"}
@@ -37,8 +39,8 @@ def textbook(source, target, x, threat, objective, *, output="logits", seed=0, s
     dev = {k: [] for k in ("s2s", "s2t", "t2t", "t2s")}
     for i in range(n):
         xi = x[i : i + 1]
-        d = {"s": pgd(source, xi, threat, objective, output=output, seed=seed),
-             "t": pgd(target, xi, threat, objective, output=output, seed=seed)}
+        d = {"s": reference_pgd(source, xi, threat, objective, output=output, seed=seed),
+             "t": reference_pgd(target, xi, threat, objective, output=output, seed=seed)}
         models = {"s": source, "t": target}
         for a in "st":
             for b in "st":
@@ -181,7 +183,7 @@ def test_same_model_alpha1_is_one_and_alpha2_textbook() -> None:
     m = np.zeros((4, 4))
     for i in range(len(x)):
         xi = x[i : i + 1]
-        delta = pgd(model, xi, THEORY, "deviation")
+        delta = reference_pgd(model, xi, THEORY, "deviation")
         with torch.no_grad():
             dv = (model(xi + delta) - model(xi))[0].numpy()
         u = dv / np.linalg.norm(dv)
@@ -193,6 +195,31 @@ def test_same_model_alpha1_is_one_and_alpha2_textbook() -> None:
     assert res.t2s.alpha2 == pytest.approx(alpha2, abs=1e-6)
     assert 1 / math.sqrt(4) - 1e-9 <= alpha2 <= 1 + 1e-9
     assert res.metrics()["combined_s2t"] == pytest.approx(alpha2, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "objective, threat, output",
+    [
+        ("deviation", THEORY, "logits"),
+        ("deviation", ThreatModel("l2", 0.4, 3, step_size=0.3, bounds=(-1.5, 1.5)), "probs"),
+        ("ce", ThreatModel("linf", 0.1, 5), "logits"),
+        ("ce", ThreatModel.fgsm(0.1), "logits"),
+        ("kl", ThreatModel("l2", 0.4, 4), "probs"),
+        ("deviation", ThreatModel("linf", 0.2, 4, bounds=(-4.0, 4.0)), "features"),
+    ],
+)
+def test_reference_attack_agrees_with_library_pgd(objective, threat, output) -> None:
+    # The independent attack of the textbook reference reproduces the library's (same start, same steps):
+    # if this fails, the attack differs; if only the textbook comparisons below fail, the metrics do.
+    model = build_model("cnn1d", (6,), 3, seed=12, channels=4, feature_dim=8).to(F64)
+    x = randn(7, 6, seed=13, dtype=F64)
+    if threat.bounds is not None:
+        x = x.clamp(*threat.bounds)  # some inputs on the boundary: the clipping is active
+    want = reference_pgd(model, x, threat, objective, output=output, seed=3)
+    got = pgd(model, x, threat, objective, output=output, seed=3)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+    norms = want.abs().amax(1) if threat.norm == "linf" else want.norm(dim=1)
+    assert (norms <= threat.eps * (1 + 1e-12)).all() and (norms > 0).all()
 
 
 @pytest.mark.parametrize("squared", [False, True])

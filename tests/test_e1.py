@@ -5,10 +5,13 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from transferlens.cli import app
+from transferlens.data.synthetic import build_sigmoid_net, model_rmse, rbf_regression, train_regression
 from transferlens.experiments.e1 import ALPHAS, METRICS, E1Config, run_e1, write_e1
 
 TINY = dict(n_samples=300, n_inputs=8, n_outputs=3, n_rbf=20, width=16, n_scales=5, train_steps=40)
@@ -44,6 +47,31 @@ def test_ablation_uses_the_second_singular_vector(tiny):
     assert tiny.ablation[0].options["level"] == 1
     # at zero deviation the ablation's alpha1 is sigma_2 / sigma_max < 1
     assert tiny.ablation[0]["alpha1_t2s"] < 1.0
+
+
+def test_ablation_at_zero_deviation_is_mean_sigma2_over_sigma_max(tiny):
+    # Source == target at scale 0, so attacking along the 2nd right-singular vector v_2 gives
+    # alpha1(x) = ||J v_2|| / sigma_max(J) = sigma_2 / sigma_max. Rebuild the same target (the seeds of run_e1)
+    # and take each sample's Jacobian with autograd, its singular values with svdvals.
+    cfg = E1Config(**TINY)
+    data = rbf_regression(cfg.n_samples, cfg.n_inputs, cfg.n_outputs, cfg.n_rbf, seed=cfg.seed)
+    target = build_sigmoid_net(cfg.n_inputs, cfg.n_outputs, cfg.width, seed=cfg.seed)
+    train_regression(target, data, steps=cfg.train_steps, seed=cfg.seed)
+    assert model_rmse(target, data) == tiny.target_rmse  # the very same network
+    target.eval()
+    ratios = []
+    for xi in data.x:
+        jac = torch.autograd.functional.jacobian(lambda v: target(v.unsqueeze(0))[0], xi)
+        assert jac.shape == (cfg.n_outputs, cfg.n_inputs) and jac.dtype == torch.float64
+        sv = torch.linalg.svdvals(jac)
+        ratios.append(float(sv[1] / sv[0]))
+    ratios = np.array(ratios)
+    assert tiny.scales[0] == 0.0 and tiny.ablation[0].options["level"] == 1
+    for d in ("t2s", "s2t"):
+        r = getattr(tiny.ablation[0], d)
+        assert r.n_used == cfg.n_samples and r.n_degenerate == 0
+        np.testing.assert_allclose(r.alpha1_samples, ratios, rtol=1e-9, atol=0)
+        assert tiny.ablation[0][f"alpha1_{d}"] == pytest.approx(ratios.mean(), rel=1e-10, abs=0)
 
 
 def test_outputs_schema_and_reproducibility(tiny, tmp_path):

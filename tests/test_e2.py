@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
+import numpy as np
 import pytest
+from scipy import stats
 from typer.testing import CliRunner
 
-from transferlens.cli import app
+import transferlens.experiments
+from transferlens.cli import QUICK, app
 from transferlens.experiments import E2Config, run_e2, write_e2
 from transferlens.experiments.e2 import METRICS
 from transferlens.training import TrainConfig
@@ -26,6 +30,27 @@ TINY = dict(
 @pytest.fixture(scope="module")
 def tiny_result():
     return run_e2(E2Config(**TINY))
+
+
+QUICK_SEED = 1  # not the default seed, so that the CLI test also shows --seed is passed on
+
+
+@pytest.fixture(scope="module")
+def quick_cli(tmp_path_factory):
+    """`transferlens run --quick --seed 1`, run once for the module; the E2Result is captured on the way."""
+    out = tmp_path_factory.mktemp("quick") / "run"
+    captured = []
+    real = transferlens.experiments.run_e2
+
+    def spy(cfg, progress=None):
+        captured.append(real(cfg, progress))
+        return captured[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(transferlens.experiments, "run_e2", spy)
+        result = CliRunner().invoke(app, ["run", "--quick", "--out", str(out), "--seed", str(QUICK_SEED)])
+    assert len(captured) == 1, result.output
+    return result, out, captured[0]
 
 
 def test_run_produces_every_source_and_metric(tiny_result):
@@ -90,14 +115,49 @@ def test_config_validation(kwargs, match):
         E2Config(**kwargs)
 
 
-def test_cli_quick_run_writes_outputs(tmp_path):
-    out = tmp_path / "run"
-    result = CliRunner().invoke(app, ["run", "--quick", "--out", str(out), "--seed", "3"])
+def test_cli_quick_run_writes_outputs(quick_cli):
+    result, out, e2 = quick_cli
     assert result.exit_code == 0, result.output
     assert "alpha1_t2s" in result.output and "report" in result.output
     for name in ("results.csv", "summary.json", "report.html"):
         assert (out / name).is_file()
-    assert json.loads((out / "summary.json").read_text())["config"]["seed"] == 3
+    assert e2.config == E2Config(seed=QUICK_SEED, **QUICK)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["seed"] == QUICK_SEED
+    assert summary["correlations"]["alpha1_t2s"]["spearman"] == pytest.approx(e2.correlations["alpha1_t2s"].spearman)
+
+
+def test_quick_headline_alpha1_t2s_ranks_sources_like_probe_accuracy(quick_cli):
+    # The finding E2 exists to show: sources whose features transfer better (higher linear-probe accuracy
+    # on the target) are also more adversarially transferable. On the quick config it is ~0.71 (seeds 0
+    # and 1; six sources, so it moves in steps of ~0.06 and differs between seeds: 0.49 for seed 3).
+    _, _, e2 = quick_cli
+    alpha1 = [s.transfer.t2s.alpha1 for s in e2.sources]
+    probe = [s.probe.accuracy for s in e2.sources]
+    rho = stats.spearmanr(alpha1, probe).statistic
+    assert rho > 0.4, (alpha1, probe)
+    assert e2.correlations["alpha1_t2s"].spearman == pytest.approx(rho, abs=1e-12)
+    assert [r["alpha1_t2s"] for r in e2.rows()] == alpha1
+    assert [r["probe_accuracy"] for r in e2.rows()] == probe
+
+
+def test_quick_per_sample_contract(quick_cli):
+    _, _, e2 = quick_cli
+    n_eval = QUICK["n_eval"]
+    assert e2.target["n_eval"] == n_eval
+    assert len(e2.sources) == len(QUICK["source_domains"]) * len(QUICK["architectures"])
+    for source in e2.sources:
+        for d in ("t2s", "s2t"):
+            r = getattr(source.transfer, d)
+            samples, used = np.asarray(r.alpha1_samples), np.asarray(r.used_index)
+            assert r.n_used == len(samples) == len(used), (source.name, d)
+            assert r.n_used + r.n_filtered + r.n_degenerate == n_eval, (source.name, d)
+            assert r.n_filtered == 0  # the theory preset keeps every sample
+            assert np.isfinite(samples).all() and (samples > 0).all(), (source.name, d)
+            assert r.alpha1 == pytest.approx(math.fsum(samples) / len(samples), rel=1e-12, abs=0), (source.name, d)
+            assert r.alpha1_median == pytest.approx(float(np.median(samples)), rel=1e-12, abs=0)
+            assert ((0 <= used) & (used < n_eval)).all() and (np.diff(used) > 0).all()
+            assert source.row()[f"n_used_{d}"] == r.n_used
 
 
 def test_cli_rejects_bad_input(tmp_path):

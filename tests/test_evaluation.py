@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 import warnings
 
 import numpy as np
@@ -276,12 +275,135 @@ def test_bootstrap_none_when_fewer_than_half_valid():
     assert bootstrap_ci([1, 2, 3], [1, 2, 3], defined_on_half, n_boot=100) == (0.5, 0.5)
 
 
-def test_bootstrap_is_fast():
-    scores, truth = _strongly_correlated(20)
-    for fn in ALL_STATS:
-        start = time.perf_counter()
-        bootstrap_ci(scores, truth, fn, n_boot=1000)
-        assert time.perf_counter() - start < 0.5, fn.__name__
+# ----------------------------------------------------------------------------------------------
+# Bootstrap: known answers (an independent slow bootstrap; exact binomial and normal quantiles)
+# ----------------------------------------------------------------------------------------------
+
+
+def _scipy_statistic(name: str, a: np.ndarray, b: np.ndarray) -> float | None:
+    """The statistic on one resample, straight from scipy (None where it is undefined)."""
+    if name == "relative_top1":
+        best = float(np.max(b))
+        return float(b[int(np.argmax(a))] / best) if best > 0 else None
+    if np.all(a == a[0]) or np.all(b == b[0]):  # a constant resample: every correlation is undefined
+        return None
+    if name == "pearson":
+        return float(stats.pearsonr(a, b).statistic)
+    if name == "spearman":
+        return float(stats.spearmanr(a, b).statistic)
+    if name == "kendall":
+        return float(stats.kendalltau(a, b, variant="b").statistic)
+    raise AssertionError(name)
+
+
+def _slow_percentile_bootstrap(scores, truth, name, n_boot, confidence, seed):
+    """Textbook percentile bootstrap, one resample at a time: ``n_boot`` resamples of the ``n`` (score, truth)
+    pairs with replacement (indices drawn as ``default_rng(seed).integers(0, n, size=(n_boot, n))``), the
+    statistic on each, undefined resamples skipped (None if fewer than half are left), then the
+    ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` quantiles."""
+    s, t = np.asarray(scores, dtype=float), np.asarray(truth, dtype=float)
+    n = len(s)
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    values = []
+    for row in idx:
+        assert len(row) == n
+        v = _scipy_statistic(name, s[row], t[row])
+        if v is not None and math.isfinite(v):
+            values.append(v)
+    if 2 * len(values) < n_boot:
+        return None
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    lo, hi = np.percentile(np.array(values), [tail, 100.0 - tail])
+    return float(lo), float(hi)
+
+
+def _tied_pairs() -> tuple[np.ndarray, np.ndarray]:
+    # 4 of the 5 truths are equal: about a third of the resamples have a constant truth and are skipped.
+    return np.array([0.3, 0.1, 0.4, 0.2, 0.9]), np.array([0.5, 0.5, 0.5, 0.5, 0.8])
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.8])
+@pytest.mark.parametrize("name", ["pearson", "spearman", "kendall", "relative_top1"])
+@pytest.mark.parametrize("data", ["continuous", "tied"])
+def test_bootstrap_ci_equals_slow_textbook_bootstrap(name, confidence, data):
+    if data == "continuous":
+        rng = np.random.default_rng(11)
+        scores = rng.normal(size=25)
+        truth = 0.6 * scores + rng.normal(size=25) + 3.0
+    else:
+        scores, truth = _tied_pairs()
+    want = _slow_percentile_bootstrap(scores, truth, name, n_boot=400, confidence=confidence, seed=3)
+    got = bootstrap_ci(scores, truth, name, n_boot=400, confidence=confidence, seed=3)
+    assert want is not None and got is not None
+    assert got == pytest.approx(want, abs=1e-12, rel=0)
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.9])
+def test_correlate_intervals_equal_slow_textbook_bootstrap(confidence):
+    rng = np.random.default_rng(12)
+    scores = np.round(rng.normal(size=8), 1)  # a few ties
+    truth = np.round(scores + rng.normal(size=8), 1)
+    result = correlate(scores, truth, n_boot=300, confidence=confidence, seed=4)
+    for name in ("pearson", "spearman", "kendall"):
+        want = _slow_percentile_bootstrap(scores, truth, name, n_boot=300, confidence=confidence, seed=4)
+        assert getattr(result, f"{name}_ci") == pytest.approx(want, abs=1e-12, rel=0), name
+
+
+def test_bootstrap_ci_is_the_percentile_interval_of_every_resample():
+    # Statistic-independent: the callable sees each resample once, each of length n, and the interval is
+    # exactly the pair of percentiles of everything it returned.
+    scores, truth = _strongly_correlated(13, seed=2)
+    seen: list[np.ndarray] = []
+    returned: list[float] = []
+
+    def mean_gap(s, t):
+        assert s.shape == t.shape == (13,)
+        seen.append(s.copy())
+        returned.append(float(np.mean(s) - np.mean(t)))
+        return returned[-1]
+
+    lo, hi = bootstrap_ci(scores, truth, mean_gap, n_boot=777, confidence=0.9, seed=6)
+    assert len(seen) == 777
+    assert {len(s) for s in seen} == {13}
+    assert (lo, hi) == pytest.approx(tuple(np.percentile(returned, [5.0, 95.0])), abs=1e-15, rel=0)
+    # every resample is drawn from the original pairs
+    assert all(np.isin(s, scores).all() for s in seen)
+
+
+def test_bootstrap_ci_of_a_binomial_statistic_is_the_binomial_quantile_interval():
+    # Half of the 10 scores are 1, half 0: the number of ones in a resample of size 10 is exactly
+    # Binomial(10, 1/2), so with many resamples the percentile interval is the pair of binomial quantiles
+    # (integers, as no quantile level is near a jump of the CDF). A resample of the wrong size or the wrong
+    # percentile levels moves an end by at least one.
+    n, n_boot = 10, 4000
+    scores = np.array([1.0, 0.0] * (n // 2))
+    truth = np.arange(n, dtype=float)
+    law = stats.binom(n, 0.5)
+    for confidence, expected in ((0.95, (2.0, 8.0)), (0.8, (3.0, 7.0))):
+        levels = ((1 - confidence) / 2, (1 + confidence) / 2)
+        for q in levels:  # the empirical quantile is the exact one with overwhelming probability
+            gap = min(abs(law.cdf(k) - q) for k in range(n + 1))
+            assert gap > 5 * math.sqrt(q * (1 - q) / n_boot)
+        assert tuple(law.ppf(levels)) == expected
+        got = bootstrap_ci(scores, truth, lambda s, t: float(np.sum(s)), n_boot=n_boot, confidence=confidence, seed=0)
+        assert got == expected, confidence
+
+
+def test_bootstrap_ci_of_a_mean_has_normal_quantile_widths():
+    # The bootstrap distribution of a mean of n = 100 values is close to N(mean, sigma^2 / n), sigma^2 the
+    # plug-in variance: the 95% interval is ~2 * 1.96 sd wide and the 90% one ~2 * 1.645 sd.
+    rng = np.random.default_rng(21)
+    scores = rng.normal(size=100)
+    truth = rng.normal(size=100)
+    sd = float(np.std(scores)) / math.sqrt(len(scores))
+    widths = {}
+    for confidence in (0.9, 0.95):
+        lo, hi = bootstrap_ci(scores, truth, lambda s, t: float(np.mean(s)), n_boot=20_000, confidence=confidence, seed=1)
+        assert lo < float(np.mean(scores)) < hi
+        widths[confidence] = hi - lo
+        z = stats.norm.ppf((1 + confidence) / 2)
+        assert widths[confidence] / (2 * sd) == pytest.approx(z, rel=0.03), confidence
+    assert widths[0.9] / widths[0.95] == pytest.approx(stats.norm.ppf(0.95) / stats.norm.ppf(0.975), rel=0.03)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -76,6 +76,7 @@ def test_a_model_working_in_place_on_its_input_never_modifies_the_callers_tensor
     assert torch.equal(x, before)
 
 
+@pytest.mark.filterwarnings("ignore::transferlens.TrainingWarning")
 def test_in_place_models_leave_task_data_alone_in_training_and_probes() -> None:
     inplace, plain = _pair(False)
     task = _task()
@@ -87,6 +88,7 @@ def test_in_place_models_leave_task_data_alone_in_training_and_probes() -> None:
     assert torch.equal(task.x_train, snapshot[0]) and torch.equal(task.x_test, snapshot[1])
 
 
+@pytest.mark.filterwarnings("ignore:There is a performance drop")
 def test_exact_metrics_with_an_in_place_model_leave_x_alone() -> None:
     inplace, plain = _pair(True, dtype=torch.float64)
     x = randn(6, 4, seed=2, dtype=torch.float64)
@@ -235,3 +237,27 @@ def test_model_modes_are_restored_per_submodule() -> None:
     tl.pgd(model, randn(8, 4), tl.ThreatModel())
     assert [m.training for m in model.modules()] == modes
     assert torch.equal(model[1].running_mean, stats)
+
+
+def test_a_model_without_parameters_keeps_float64_inputs_in_float64() -> None:
+    """Casting to the default dtype (float32) would lose the input's precision for no reason."""
+    from reference_attacks import reference_pgd
+
+    x = randn(5, 4, seed=6, dtype=torch.float64)
+    threat = tl.ThreatModel(norm="l2", eps=0.1, steps=3)
+    delta = tl.pgd(nn.Tanh(), x, threat)
+    assert delta.dtype == torch.float64
+    assert torch.allclose(delta, reference_pgd(nn.Tanh(), x, threat, "deviation"), atol=1e-12, rtol=0)
+
+
+def test_attacks_on_features_refuse_a_torchvision_style_trunk_until_wrapped() -> None:
+    """``model.features`` of a torchvision-style model is its convolutional trunk, not the penultimate layer."""
+    from test_byom import THREAT as BYOM_THREAT
+    from test_byom import TVStyle
+
+    x = rand(4, 3, 8, 8)
+    model = TVStyle().eval()
+    with pytest.raises(TypeError, match="convolutional trunk"):
+        tl.pgd(model, x, BYOM_THREAT, output="features")
+    wrapped = tl.wrap_model(model, "classifier.6")
+    assert tl.pgd(wrapped, x, BYOM_THREAT, output="features").shape == x.shape

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import FrozenInstanceError
 from typing import Any
 
 import numpy as np
@@ -76,7 +77,7 @@ def test_values_within_bounds_tolerance_accepted() -> None:
 
 def test_frozen() -> None:
     task = make()
-    with pytest.raises(Exception):
+    with pytest.raises(FrozenInstanceError, match="cannot assign to field 'num_classes'"):
         task.num_classes = 5  # type: ignore[misc]
 
 

@@ -32,12 +32,14 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def model_dtype(model: nn.Module) -> torch.dtype:
-    """The floating dtype of the model's parameters (inputs are cast to it), else the default dtype."""
+def model_dtype(model: nn.Module, fallback: torch.dtype | None = None) -> torch.dtype:
+    """The floating dtype of the model's parameters (inputs are cast to it). A model without floating
+    parameters takes ``fallback`` (the inputs' own dtype, so float64 data stays float64), else the
+    default dtype."""
     for p in model.parameters():
         if torch.is_floating_point(p):
             return p.dtype
-    return torch.get_default_dtype()
+    return fallback if fallback is not None else torch.get_default_dtype()
 
 
 @contextmanager

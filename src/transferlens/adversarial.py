@@ -326,7 +326,7 @@ def transferability(
     x = validate_inputs(x).detach()
     check_within_bounds(x, threat.bounds, "x")
     dev_s, dev_t = model_device(source), model_device(target)
-    dt_s, dt_t = model_dtype(source), model_dtype(target)
+    dt_s, dt_t = model_dtype(source, x.dtype), model_dtype(target, x.dtype)
     with frozen_eval(source, target):
         k_s = model_outputs_2d(source, x[:2].to(dev_s, dt_s), "source").shape[1]
         k_t = model_outputs_2d(target, x[:2].to(dev_t, dt_t), "target").shape[1]

@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._torch import fresh, frozen_eval, model_device, model_dtype
+from .models.base import feature_extractor
 from ._validate import (
     as_float_tensor,
     check_bounds,
@@ -101,9 +102,7 @@ def model_output(model: nn.Module, x: torch.Tensor, output: str = "logits") -> t
     if output == "probs":
         return torch.softmax(model(x), dim=1)
     if output == "features":
-        if not hasattr(model, "features"):
-            raise TypeError("output='features' needs a model with a features(x) method (see transferlens.wrap_model)")
-        return model.features(x).flatten(1)
+        return feature_extractor(model)(x).flatten(1)
     raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
 
 
@@ -228,11 +227,11 @@ def pgd(
     threat = check_threat(threat)
     batch_size, seed = check_attack_args(objective, output, batch_size, seed)
     validate = check_flag(validate, "validate")
-    dev, dt = model_device(model), model_dtype(model)
     if validate:
         x = validate_inputs(x)
         check_within_bounds(x, threat.bounds, "x")
     x = x.detach()
+    dev, dt = model_device(model), model_dtype(model, x.dtype)
     start = _start(x, threat, objective, seed)
     chunks = []
     with frozen_eval(model):

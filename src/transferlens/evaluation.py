@@ -35,6 +35,8 @@ from typing import Any, Literal
 import numpy as np
 from scipy import stats
 
+from ._validate import check_int, check_real, check_seed
+
 __all__ = [
     "Correlation",
     "bootstrap_ci",
@@ -302,13 +304,13 @@ _BY_FUNCTION: dict[Callable[..., Any], str] = {
 }
 
 
-def _check_bootstrap_args(n_boot: int, confidence: float) -> None:
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
-        raise ValueError(f"n_boot must be a positive integer (e.g. 1000), got {n_boot!r}")
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float, np.floating, np.integer)):
-        raise ValueError(f"confidence must be a number strictly between 0 and 1 (e.g. 0.95), got {confidence!r}")
-    if not (math.isfinite(confidence) and 0.0 < confidence < 1.0):
-        raise ValueError(f"confidence must be strictly between 0 and 1 (e.g. 0.95), got {confidence!r}")
+def _check_bootstrap_args(n_boot: Any, confidence: Any, seed: Any) -> tuple[int, float, int | None]:
+    """Normalised ``(n_boot, confidence, seed)``; numpy scalars and 0-d tensors accepted, ``seed`` may be None."""
+    return (
+        check_int(n_boot, "n_boot (e.g. 1000)", 1),
+        check_real(confidence, "confidence (e.g. 0.95)", positive=True, below=1.0),
+        None if seed is None else check_seed(seed),
+    )
 
 
 def _generic_rows(statistic: Statistic, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -364,7 +366,7 @@ def bootstrap_ci(
     are vectorised over resamples -- or any callable ``f(scores, truth) -> float | None`` taking
     two 1-D float arrays, which is called once per resample. Needs at least 3 models.
     """
-    _check_bootstrap_args(n_boot, confidence)
+    n_boot, confidence, seed = _check_bootstrap_args(n_boot, confidence, seed)
     if isinstance(statistic, str):
         if statistic not in _VECTORISED:
             raise ValueError(
@@ -436,7 +438,9 @@ def correlate(
     are ``None`` when there are only 2 models. ``relative_top1`` is ``None`` (instead of raising)
     when ``max(truth) <= 0``.
     """
-    _check_bootstrap_args(n_boot, confidence)
+    n_boot, confidence, seed = _check_bootstrap_args(n_boot, confidence, seed)
+    if seed is None:
+        raise ValueError("correlate needs an integer seed (its intervals must be reproducible), got None")
     s, t = _check_pair(scores, truth)
     n = int(s.shape[0])
     x, y = s[None, :], t[None, :]

@@ -34,7 +34,7 @@ from .attacks import OUTPUTS, ThreatModel, model_output, validate_inputs
 
 def _check_model_and_input(model: nn.Module, x: torch.Tensor, name: str, output: str) -> int:
     check_choice(output, "output", OUTPUTS)
-    probe = x[:2].to(model_device(model), model_dtype(model))
+    probe = x[:2].to(model_device(model), model_dtype(model, x.dtype))
     with frozen_eval(model):
         out = model_outputs_2d(model, probe, name)
         if output != "logits":
@@ -48,7 +48,7 @@ def _jacobian_chunks(
     """Yield ``(rows, outputs (B, d), jacobians (B, d, n))`` in float64 for consecutive chunks of ``x``."""
     from torch.func import jacfwd, jacrev, vmap
 
-    dev, dt = model_device(model), model_dtype(model)
+    dev, dt = model_device(model), model_dtype(model, x.dtype)
     n = int(np.prod(x.shape[1:]))
     d = _check_model_and_input(model, x, name, output)
     shape = x.shape[1:]

@@ -19,9 +19,20 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._torch import batched_apply, frozen_eval, model_device, seeded
-from ._validate import check_positive
+from ._torch import batched_apply, frozen_eval, model_device, model_dtype, seeded
+from ._validate import (
+    as_float_tensor,
+    check_finite,
+    check_int,
+    check_model,
+    check_nonempty,
+    check_positive,
+    check_real,
+    check_seed,
+    model_outputs_2d,
+)
 from .data.task import Task
+from .models.base import feature_extractor
 
 
 @dataclass(frozen=True)
@@ -47,28 +58,70 @@ class KnowledgeResult:
 
 
 def extract_features(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
-    """``model.features(x)`` flattened to (N, D), in eval mode without gradients (model mode restored)."""
-    if not hasattr(model, "features"):
-        raise TypeError(
-            "the model needs a features(x) method; build it with transferlens.build_model or wrap it with "
-            "transferlens.wrap_model(module, head_name)"
-        )
+    """``model``'s penultimate features of ``x`` flattened to (N, D), in eval mode without gradients (the
+    mode of every submodule restored afterwards).
+
+    The features come from :func:`transferlens.models.base.feature_extractor`: a ``FeatureModel``'s (or a
+    ``wrap_model`` wrapper's) ``features``; a module whose ``features`` is a submodule (torchvision's
+    convolutional trunk) is refused with a ``TypeError`` saying how to wrap it. ``x`` is cast to the
+    model's dtype and device (each chunk a copy: the model never sees the caller's tensor), and the model
+    is first run on two samples so that a wrong input shape fails with a ``ValueError`` that says so.
+    """
+    return _features(model, x, batch_size, "x")
+
+
+def _features(model: Any, x: Any, batch_size: Any, name: str) -> torch.Tensor:
+    check_model(model)
+    features = feature_extractor(model)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    x = as_float_tensor(x, name).detach()
+    check_nonempty(x, name)
+    check_finite(x, name)
+    dev, dt = model_device(model), model_dtype(model)
+    x = x.to(dtype=dt)  # batched_apply copies each chunk onto the device
     with frozen_eval(model):
-        feats = batched_apply(lambda b: model.features(b).flatten(1), x, batch_size, model_device(model))
+        model_outputs_2d(model, x[:2].to(dev), "model")
+        try:
+            with torch.no_grad():
+                probe = features(x[:2].to(dev, copy=True))
+        except RuntimeError as exc:  # the forward pass worked, so this is the features() path itself
+            raise ValueError(
+                f"model.features could not process inputs of shape {tuple(x.shape[1:])} (per sample, dtype {dt}): "
+                f"{exc}"
+            ) from exc
+        if not isinstance(probe, torch.Tensor) or probe.ndim < 1 or probe.shape[0] != min(2, len(x)):
+            raise ValueError(
+                "model.features must return a (batch, ...) tensor with one row per sample, got "
+                f"{type(probe).__name__}{tuple(probe.shape) if isinstance(probe, torch.Tensor) else ''} for a batch "
+                f"of {min(2, len(x))}"
+            )
+        feats = batched_apply(lambda b: features(b).reshape(len(b), -1), x, batch_size, dev)
     if not bool(torch.isfinite(feats).all()):
         raise ValueError("the model produced NaN/Inf features on the task inputs; check the model and the data")
     return feats
 
 
-def _check_task(task: Task) -> None:
+def _check_task(task: Any) -> None:
     if not isinstance(task, Task):
-        raise TypeError(f"task must be a transferlens Task, got {type(task).__name__}")
+        raise TypeError(
+            f"task must be a transferlens Task, got {type(task).__name__}; build one with "
+            "transferlens.Task(name, x_train, y_train, x_test, y_test, num_classes)"
+        )
+
+
+def _task_features(model: Any, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frozen features of the task's train and test splits."""
+    _check_task(task)
+    check_model(model)
+    return _features(model, task.x_train, 2048, "task.x_train"), _features(model, task.x_test, 2048, "task.x_test")
 
 
 def linear_probe(model: nn.Module, task: Task, *, C: float = 1.0, max_iter: int = 500) -> KnowledgeResult:
     """Fit ``LogisticRegression(C)`` on standardized train features; score the test split.
 
-    ``C`` is the inverse L2 strength (scikit-learn convention). Deterministic (L-BFGS, no sampling).
+    ``C`` is the inverse L2 strength (scikit-learn convention). Deterministic (L-BFGS, no sampling). When
+    L-BFGS stops at ``max_iter`` before converging, a ``sklearn.exceptions.ConvergenceWarning`` says so
+    (with what to change); the result is still returned.
     """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
@@ -76,14 +129,29 @@ def linear_probe(model: nn.Module, task: Task, *, C: float = 1.0, max_iter: int 
     from sklearn.preprocessing import StandardScaler
 
     _check_task(task)
-    check_positive(C, "C")
-    f_tr = extract_features(model, task.x_train).double().numpy()
-    f_te = extract_features(model, task.x_test).double().numpy()
+    check_model(model)
+    C = check_positive(C, "C")
+    max_iter = check_int(max_iter, "max_iter", 1)
+    f_tr, f_te = (f.double().numpy() for f in _task_features(model, task))
     scaler = StandardScaler().fit(f_tr)
     clf = LogisticRegression(C=C, max_iter=max_iter)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         clf.fit(scaler.transform(f_tr), task.y_train.numpy())
+    converged = True
+    for w in caught:  # scikit-learn's own convergence warning is replaced by ours; anything else passes on
+        if issubclass(w.category, ConvergenceWarning):
+            converged = False
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    if not converged:
+        warnings.warn(
+            f"linear_probe did not converge: L-BFGS stopped after {int(np.max(clf.n_iter_))} iteration(s) "
+            f"(max_iter={max_iter}) before reaching its tolerance, so the probe is under-fitted and its accuracy "
+            "and loss understate what the features support; raise max_iter (or lower C)",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
     z_te = scaler.transform(f_te)
     proba = np.zeros((len(z_te), task.num_classes))
     proba[:, clf.classes_] = clf.predict_proba(z_te)
@@ -107,15 +175,21 @@ def retrain_last_layer(
     weight_decay: float = 1e-4,
     seed: int = 0,
 ) -> KnowledgeResult:
-    """Train a new ``nn.Linear(D, num_classes)`` head on the frozen features (full-batch Adam, ``steps`` steps)."""
+    """Train a new ``nn.Linear(D, num_classes)`` head on the frozen features (full-batch Adam, ``steps`` steps).
+
+    The head is trained in float64 when the model's features are float64, else in float32.
+    """
     _check_task(task)
-    check_positive(lr, "lr")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    f_tr = extract_features(model, task.x_train)
-    f_te = extract_features(model, task.x_test)
+    check_model(model)
+    steps = check_int(steps, "steps", 1)
+    lr = check_positive(lr, "lr")
+    weight_decay = check_real(weight_decay, "weight_decay", nonnegative=True)
+    seed = check_seed(seed)
+    f_tr, f_te = _task_features(model, task)
+    dt = torch.float64 if f_tr.dtype == torch.float64 else torch.float32
+    f_tr, f_te = f_tr.to(dt), f_te.to(dt)
     with seeded(seed):
-        head = nn.Linear(f_tr.shape[1], task.num_classes)
+        head = nn.Linear(f_tr.shape[1], task.num_classes).to(dt)
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
     for _ in range(steps):
         loss = F.cross_entropy(head(f_tr), task.y_train)

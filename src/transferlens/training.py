@@ -74,9 +74,9 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     batch_size = check_int(batch_size, "batch_size", 1)
     x = validate_inputs(x)
     with frozen_eval(model):
-        out = model_outputs_2d(model, x[:2].to(model_device(model), model_dtype(model)), "model")
+        out = model_outputs_2d(model, x[:2].to(model_device(model), model_dtype(model, x.dtype)), "model")
     y = check_labels(y, out.shape[1], "y", len(x))
-    x = x.to(dtype=model_dtype(model))
+    x = x.to(dtype=model_dtype(model, x.dtype))
     with frozen_eval(model):
         pred = batched_apply(model, x, batch_size, model_device(model)).argmax(1)
     return float((pred == y.cpu()).float().mean())
