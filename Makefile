@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench readme-figures clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,15 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_alpha.py
 	$(PY) benchmarks/bench_exact.py
+	$(PY) benchmarks/bench_threads.py
+
+# Run the experiments the README quotes and regenerate its measured tables from them.
+readme-figures: $(STAMP)
+	rm -rf runs/readme-e2 runs/readme-e2-paper runs/readme-e1
+	$(VENV)/bin/transferlens run --out runs/readme-e2
+	$(VENV)/bin/transferlens run --preset paper --out runs/readme-e2-paper
+	$(VENV)/bin/transferlens run synthetic --out runs/readme-e1
+	$(PY) tools/readme_figures.py --e2 runs/readme-e2 --e2-paper runs/readme-e2-paper --e1 runs/readme-e1
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -70,6 +70,54 @@ class Contention:
         return busy
 
 
+def _pid_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by one live process (0.0 if it cannot be read)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _machine_busy_seconds() -> float | None:
+    """CPU seconds all cores of this machine spent busy since boot (Linux /proc/stat: user, nice, system,
+    irq, softirq; idle, iowait and time stolen by a hypervisor excluded). None where unavailable."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[1:8])
+    except (OSError, ValueError):
+        return None
+    return (user + nice + system + irq + softirq) / tick
+
+
+class OtherLoad:
+    """Cores kept busy by everything except this process and its children, over a window.
+
+    Unlike :class:`Contention` (which sees only processes alive at both ends) this counts processes that
+    started and ended meanwhile too: machine-wide busy time (/proc/stat) minus the CPU time of this process,
+    of its children already waited for (``os.times``) and of the live children named in ``live_pids``.
+    Take ``mark()`` at both ends of a window, naming the children that are alive and not yet waited for at
+    that moment, and pass both marks to ``cores()``.
+    """
+
+    @staticmethod
+    def mark(live_pids: tuple[int, ...] = ()) -> tuple[float, float | None, float]:
+        t = os.times()
+        own = t.user + t.system + t.children_user + t.children_system + sum(_pid_cpu_seconds(p) for p in live_pids)
+        return time.perf_counter(), _machine_busy_seconds(), own
+
+    @staticmethod
+    def cores(a: tuple[float, float | None, float], b: tuple[float, float | None, float]) -> float | None:
+        if a[1] is None or b[1] is None:
+            return None
+        wall = max(b[0] - a[0], 1e-9)
+        return max(0.0, (b[1] - a[1]) - (b[2] - a[2])) / wall
+
+
 def time_once(fn: Callable[[], Any]) -> tuple[float, Any]:
     """Wall time (``time.perf_counter``) of one call, and its return value."""
     t0 = time.perf_counter()

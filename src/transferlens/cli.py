@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as _dt
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -18,6 +19,9 @@ console = Console()
 EXPERIMENTS = ("e2", "synthetic", "e1")
 QUICK_E1 = dict(n_samples=500, n_scales=5, train_steps=50)
 QUICK = dict(source_domains=("reference", "noisy", "shuffled"), architectures=("mlp", "cnn1d"), num_samples=1000, n_eval=200, n_boot=200)
+# One thread by default (benchmarks/bench_threads.py): as fast as two on an idle 2-core machine, and several
+# times faster when another process keeps a core busy (the models are small; extra threads wait on each other).
+DEFAULT_THREADS = 1
 
 
 @app.callback(invoke_without_command=True)
@@ -53,8 +57,16 @@ def run(
     level: int = typer.Option(0, "--level", help="synthetic: singular vector used as the attack direction (0 = top)."),
     quick: bool = typer.Option(False, "--quick", help="A reduced run on less data: a smoke test in a few seconds."),
     device: str = typer.Option("auto", "--device", help="e2: auto (CUDA when available), cpu or cuda."),
+    threads: int = typer.Option(
+        DEFAULT_THREADS, "--threads",
+        help="CPU threads for torch and BLAS/OpenMP during the run (>= 1). One is fastest for these small models, "
+        "especially beside other busy processes.",
+    ),
 ) -> None:
     """Run an experiment on embedded data and write results.csv, summary.json and report.html."""
+    if threads < 1:
+        console.print(f"[red]error:[/red] --threads must be an integer >= 1, got {threads}")
+        raise typer.Exit(2)
     if experiment not in EXPERIMENTS:
         console.print(f"[red]unknown experiment {experiment!r}[/red]; choose one of {', '.join(EXPERIMENTS)}")
         raise typer.Exit(2)
@@ -89,17 +101,19 @@ def run(
             f"({', '.join(cfg.architectures)} x {', '.join(cfg.source_domains)}) vs a {cfg.target_arch} target, preset {cfg.preset}"
         )
         truth = "linear-probe accuracy on the target"
-    with Progress(
-        TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-        console=console, transient=False,
-    ) as bar:
-        task_id = bar.add_task("starting", total=1)
+    # The limit covers writing too: summary.json records the thread count in force.
+    with _thread_limit(threads):
+        with Progress(
+            TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+            console=console, transient=False,
+        ) as bar:
+            task_id = bar.add_task("starting", total=1)
 
-        def progress(stage: str, done: int, total: int) -> None:
-            bar.update(task_id, description=stage, completed=done, total=total)
+            def progress(stage: str, done: int, total: int) -> None:
+                bar.update(task_id, description=stage, completed=done, total=total)
 
-        result = runner(cfg, progress)
-    paths = writer(result, out_dir)
+            result = runner(cfg, progress)
+        paths = writer(result, out_dir)
 
     table = Table(title=f"Correlation with {truth}")
     for col in ("metric", "spearman", "95% CI", "pearson", "kendall"):
@@ -111,6 +125,27 @@ def run(
     console.print(f"finished in {result.seconds:.1f} s")
     for kind_, path in paths.items():
         console.print(f"{kind_:>8}: {path}")
+
+
+@contextmanager
+def _thread_limit(n: int) -> Iterator[None]:
+    """torch's intra-op threads and every BLAS/OpenMP pool limited to ``n`` for the block; restored afterwards."""
+    import importlib
+
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    # Load their BLAS/OpenMP libraries first: threadpoolctl limits only the libraries already loaded.
+    for name in ("numpy", "scipy.linalg", "sklearn"):
+        importlib.import_module(name)
+
+    old = torch.get_num_threads()
+    try:
+        with threadpool_limits(limits=n):
+            torch.set_num_threads(n)
+            yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def _f(v: float | None) -> str:

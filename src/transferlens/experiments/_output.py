@@ -20,10 +20,43 @@ def compact(c: Correlation, keys: tuple[str, ...] = SUMMARY_KEYS) -> dict[str, A
     return {k: d[k] for k in keys}
 
 
+def _blas_threads() -> int | None:
+    """The largest thread count among the BLAS/OpenMP libraries loaded in this process (None if unknown)."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        counts = [int(p["num_threads"]) for p in threadpool_info() if p.get("num_threads") is not None]
+    except Exception:  # threadpoolctl inspects native libraries: never let it break writing results
+        return None
+    return max(counts) if counts else None
+
+
 def environment() -> dict[str, Any]:
-    """What the numbers also depend on: floating-point reductions differ with the thread count, so the
-    same seed reproduces a summary exactly on the same torch version and thread count."""
-    return {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    """What the numbers also depend on: library versions, and the thread count in force when this is
+    called (floating-point reductions differ with it). The same seed reproduces a summary exactly on the
+    same versions and thread count.
+
+    ``threads`` is torch's intra-op thread count, ``blas_threads`` the largest thread count of the loaded
+    BLAS/OpenMP libraries (``transferlens run --threads N`` sets both to N for the whole run).
+    """
+    import platform
+
+    import numpy
+    import scipy
+    import sklearn
+
+    from .. import __version__
+
+    return {
+        "transferlens": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "scikit-learn": sklearn.__version__,
+        "threads": torch.get_num_threads(),
+        "blas_threads": _blas_threads(),
+    }
 
 
 def fmt_ci(ci: tuple[float, float] | None) -> str | None:

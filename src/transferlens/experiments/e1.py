@@ -11,7 +11,7 @@ as the deviation grows, while the refit RMSE and the gradient-matching distance 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -92,6 +92,7 @@ class E1Result:
     correlations: dict[str, Correlation]
     ablation_correlations: dict[str, Correlation]
     seconds: float
+    environment: dict[str, Any] = field(default_factory=environment)
 
     def rows(self) -> list[dict[str, Any]]:
         out = []
@@ -116,7 +117,7 @@ class E1Result:
             "ground_truth": "refit_rmse",
             "config": self.config.to_dict(),
             "target_rmse": self.target_rmse,
-            "environment": environment(),
+            "environment": self.environment,
             "scales": list(self.scales),
             "correlations": {m: compact(c, E1_KEYS) for m, c in self.correlations.items()},
             "ablation_level": self.config.ablation_level,
@@ -159,6 +160,7 @@ def run_e1(config: E1Config | None = None, progress: Progress | None = None) -> 
         correlations=corr(measured, METRICS),
         ablation_correlations=corr(ablation, ALPHAS) if ablation else {},
         seconds=time.perf_counter() - t0,
+        environment=environment(),  # captured under the thread limits the run had
     )
 
 

@@ -149,6 +149,7 @@ class E2Result:
     correlations: dict[str, Correlation]
     correlations_last_layer: dict[str, Correlation]
     seconds: float
+    environment: dict[str, Any] = field(default_factory=environment)
 
     def rows(self) -> list[dict[str, Any]]:
         return [s.row() for s in self.sources]
@@ -163,7 +164,7 @@ class E2Result:
             "config": self.config.to_dict(),
             "target": self.target,
             "n_sources": len(self.sources),
-            "environment": environment(),
+            "environment": self.environment,
             "correlations": {m: compact(c) for m, c in self.correlations.items()},
             "correlations_last_layer": {m: compact(c) for m, c in self.correlations_last_layer.items()},
         }
@@ -215,6 +216,7 @@ def run_e2(config: E2Config | None = None, progress: Progress | None = None) -> 
         correlations=corr([r.probe.accuracy for r in records]),
         correlations_last_layer=corr([r.last_layer.accuracy for r in records]),
         seconds=time.perf_counter() - t0,
+        environment=environment(),  # captured under the thread limits the run had
     )
 
 

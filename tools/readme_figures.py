@@ -1,0 +1,203 @@
+"""Regenerate the README's measured figures from experiment runs, never by hand.
+
+Every table of measured numbers in README.md sits between two markers::
+
+    <!-- figures:NAME -->
+    ...generated...
+    <!-- /figures:NAME -->
+
+and is rebuilt from the ``summary.json`` / ``results.csv`` of a run folder. ``make readme-figures`` runs
+the experiments and calls this script; ``--check`` only reports whether the README is up to date.
+
+    python tools/readme_figures.py --e2 runs/readme-e2 --e2-paper runs/readme-e2-paper --e1 runs/readme-e1
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+E2_METRICS = ("alpha1_t2s", "alpha2_t2s", "combined_t2s", "alpha1_s2t", "alpha2_s2t", "combined_s2t")
+E1_COLUMNS = (
+    ("scale", "scale", "{:g}"),
+    ("alpha1_s2t", "alpha1_s2t", "{:.3f}"),
+    ("alpha1_t2s", "alpha1_t2s", "{:.3f}"),
+    ("combined_s2t", "combined_s2t", "{:.3f}"),
+    ("grad. matching (relative)", "grad_match_rel_s2t", "{:.3f}"),
+    ("refit RMSE", "refit_rmse", "{:.3f}"),
+)
+MARKER = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)", re.S)
+
+
+def load_run(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """``summary.json`` and the rows of ``results.csv`` of a run folder."""
+    run = Path(run_dir)
+    summary_path, results_path = run / "summary.json", run / "results.csv"
+    for p in (summary_path, results_path):
+        if not p.is_file():
+            raise SystemExit(f"{p} not found: pass the folder of a finished run (transferlens run --out DIR)")
+    summary = json.loads(summary_path.read_text())
+    with results_path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return summary, rows
+
+
+def _num(value: Any, fmt: str = "{:.3f}") -> str:
+    if value in (None, ""):
+        return "-"
+    return fmt.format(float(value))
+
+
+def _ci(ci: Any) -> str:
+    return "-" if not ci else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _run_line(summary: dict[str, Any]) -> str:
+    cfg, env = summary["config"], summary.get("environment", {})
+    threads = env.get("threads")
+    parts = [f"seed {cfg['seed']}"]
+    if "preset" in cfg:
+        parts.append(f"preset `{cfg['preset']}`")
+    if threads is not None:
+        parts.append(f"{threads} thread{'s' if threads != 1 else ''}")
+    parts.append(f"torch {env.get('torch', '?')}")
+    return f"_Generated from a run's `summary.json` ({', '.join(parts)})._\n"
+
+
+def correlation_table(summary: dict[str, Any]) -> str:
+    """The headline table: every alpha metric against the ground truth."""
+    rows = []
+    for m in E2_METRICS:
+        c = summary["correlations"][m]
+        rows.append([m, _num(c["spearman"]), _ci(c["spearman_ci"]), _num(c["pearson"]), _num(c["kendall"])])
+    return _table(["metric", "Spearman", "95% CI", "Pearson", "Kendall"], rows) + "\n" + _run_line(summary)
+
+
+def source_table(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
+    """Every source, sorted by the ground truth (best first)."""
+    truth = summary.get("ground_truth", "probe_accuracy")
+    ordered = sorted(rows, key=lambda r: float(r[truth]), reverse=True)
+    body = [
+        [r["source"], _num(r["source_accuracy"]), _num(r["alpha1_t2s"]), _num(r["alpha1_s2t"]), _num(r[truth])]
+        for r in ordered
+    ]
+    header = ["source", "accuracy on its own domain", "alpha1_t2s", "alpha1_s2t", "linear-probe accuracy on the target"]
+    target = summary.get("target", {})
+    line = ""
+    if "test_accuracy" in target:
+        line = f"\nTarget model ({target.get('architecture', '?')}) test accuracy: {_num(target['test_accuracy'])}.\n"
+    return _table(header, body) + line
+
+
+def e1_table(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
+    """The sweep (every other scale and the last) with the ablation column, then the correlations."""
+    level = summary.get("ablation_level")
+    pick = [r for i, r in enumerate(rows) if i % 2 == 0 or i == len(rows) - 1]
+    header = [name for name, _, _ in E1_COLUMNS]
+    abl_key = f"alpha1_t2s_level{level}" if level is not None else None
+    if abl_key and abl_key in rows[0]:
+        header.append(f"alpha1_t2s, singular vector {level + 1}")
+    body = []
+    for r in pick:
+        line = [_num(r[key], fmt) for _, key, fmt in E1_COLUMNS]
+        if len(header) > len(E1_COLUMNS):
+            line.append(_num(r[abl_key]))
+        body.append(line)
+    corr = summary["correlations"]
+    text = _table(header, body)
+    text += (
+        f"\nTarget alone: RMSE {summary['target_rmse']:.3f}. Spearman with the refit RMSE: "
+        + ", ".join(f"{m} {_num(corr[m]['spearman'], '{:+.2f}')}" for m in E2_METRICS)
+        + "."
+    )
+    abl = summary.get("ablation_correlations") or {}
+    if abl:
+        text += (
+            f" With singular vector {level + 1} instead of the top one: "
+            + ", ".join(f"{m} {_num(abl[m]['spearman'], '{:+.2f}')}" for m in ("alpha1_s2t", "alpha1_t2s", "combined_s2t"))
+            + "."
+        )
+    return text + "\n\n" + _run_line(summary)
+
+
+def paper_table(summary: dict[str, Any]) -> str:
+    rows = [[m, _num(summary["correlations"][m]["spearman"]), _ci(summary["correlations"][m]["spearman_ci"])] for m in E2_METRICS]
+    return _table(["metric (paper preset)", "Spearman", "95% CI"], rows) + "\n" + _run_line(summary)
+
+
+def replace_blocks(text: str, blocks: dict[str, str]) -> tuple[str, list[str]]:
+    """Replace the body of every ``figures:NAME`` block named in ``blocks``; returns the new text and the
+    names found in the text that ``blocks`` did not cover."""
+    untouched: list[str] = []
+
+    def sub(m: re.Match[str]) -> str:
+        name = m.group("name")
+        if name not in blocks:
+            untouched.append(name)
+            return m.group(0)
+        body = blocks[name] if blocks[name].endswith("\n") else blocks[name] + "\n"
+        return m.group(1) + body + m.group(4)
+
+    return MARKER.sub(sub, text), untouched
+
+
+def block_names(text: str) -> list[str]:
+    return [m.group("name") for m in MARKER.finditer(text)]
+
+
+GENERATORS: dict[str, tuple[str, Callable[..., str]]] = {
+    "e2-correlations": ("e2", lambda s, r: correlation_table(s)),
+    "e2-sources": ("e2", source_table),
+    "e2-paper": ("e2_paper", lambda s, r: paper_table(s)),
+    "e1-sweep": ("e1", e1_table),
+}
+
+
+def build_blocks(runs: dict[str, str | Path | None]) -> dict[str, str]:
+    blocks = {}
+    loaded = {k: load_run(v) for k, v in runs.items() if v}
+    for name, (run_key, fn) in GENERATORS.items():
+        if run_key in loaded:
+            blocks[name] = fn(*loaded[run_key])
+    return blocks
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--readme", default=str(Path(__file__).resolve().parents[1] / "README.md"))
+    ap.add_argument("--e2", help="folder of a default E2 run (transferlens run)")
+    ap.add_argument("--e2-paper", help="folder of an E2 run with --preset paper")
+    ap.add_argument("--e1", help="folder of an E1 run (transferlens run synthetic)")
+    ap.add_argument("--check", action="store_true", help="only report whether the README matches the runs")
+    args = ap.parse_args(argv)
+    readme = Path(args.readme)
+    text = readme.read_text()
+    blocks = build_blocks({"e2": args.e2, "e2_paper": args.e2_paper, "e1": args.e1})
+    if not blocks:
+        ap.error("pass at least one run folder (--e2, --e2-paper, --e1)")
+    new, untouched = replace_blocks(text, blocks)
+    missing = sorted(set(blocks) - set(block_names(text)))
+    if missing:
+        print(f"README has no block for {missing}", file=sys.stderr)
+    if args.check:
+        stale = new != text
+        print("README figures are " + ("STALE: run make readme-figures" if stale else "up to date"))
+        return 1 if stale else 0
+    readme.write_text(new)
+    print(f"updated {sorted(set(blocks) & set(block_names(text)))} in {readme}" + (f"; left {untouched}" if untouched else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
