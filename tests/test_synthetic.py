@@ -307,7 +307,7 @@ def test_perturbed_copy_validation(small: RegressionData) -> None:
         perturbed_copy(model, {k: v for k, v in direction.items() if k != "head.bias"}, 1.0)
     with pytest.raises(ValueError, match="shape"):
         perturbed_copy(model, {**direction, "head.bias": torch.zeros(5)}, 1.0)
-    with pytest.raises(ValueError, match="scale must be a finite number"):
+    with pytest.raises(ValueError, match="scale must be a finite real number"):
         perturbed_copy(model, direction, float("nan"))
 
 

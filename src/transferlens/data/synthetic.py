@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ import torch
 from torch import nn
 
 from .._torch import keep_mode, seeded
-from .._validate import check_int, check_positive, check_seed
+from .._validate import check_int, check_positive, check_real, check_seed
 from ..models.base import FeatureModel
 
 __all__ = [
@@ -505,8 +504,7 @@ def perturbed_copy(model: FeatureModel, direction: Mapping[str, torch.Tensor], s
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(float(scale)):
-        raise ValueError(f"scale must be a finite number, got {scale!r}")
+    scale = check_real(scale, "scale")
     names = [n for n, _ in model.named_parameters()]
     if set(direction) != set(names):
         missing = sorted(set(names) - set(direction))

@@ -12,6 +12,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .._validate import check_model
+
 
 class FeatureModel(nn.Module):
     """Base class: subclasses define ``self.body`` (input -> features) and ``self.head``."""
@@ -157,8 +159,7 @@ def feature_extractor(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor
       DenseNet...: there it is the convolutional trunk, not the penultimate representation) or that has
       no ``features`` at all: ``TypeError`` saying how to wrap it.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
     if isinstance(model, FeatureModel):
         return model.features
     attr = getattr(model, "features", None)
@@ -184,6 +185,5 @@ def wrap_model(module: nn.Module, head_name: str) -> FeatureModel:
     """Give ``module`` the ``features``/``head`` contract (no-op for a ``FeatureModel``)."""
     if isinstance(module, FeatureModel):
         return module
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"expected a torch.nn.Module, got {type(module).__name__}")
+    check_model(module, "module")
     return WrappedModel(module, head_name)
