@@ -48,7 +48,8 @@ COMPETITOR_MAX_S = 1800  # the competitor stops by itself after this, whatever h
 CHILD = r"""
 import json, sys, time
 n = int(sys.argv[1])
-from transferlens.cli import QUICK, _thread_limit
+from transferlens.cli import _thread_limit
+from transferlens.experiments.e2 import QUICK
 from transferlens.experiments import E2Config, run_e2
 cfg = E2Config(device="cpu", **QUICK)
 with _thread_limit(n):

@@ -24,31 +24,47 @@ def _pools() -> list[tuple[str, int]]:
 
 @pytest.fixture
 def caller_threads():
-    """The caller runs torch with 2 threads (the session default here is 1), so restoring is observable."""
+    """The caller runs torch with 2 threads (the session default here is 1), so restoring is observable.
+    The thread pools the CLI touches are loaded first, so that the before/after comparison of the pools does
+    not depend on which tests ran earlier."""
+    from transferlens.cli import _thread_limit
+
+    with _thread_limit(2):
+        torch.zeros(4).sum()
     old = torch.get_num_threads()
     torch.set_num_threads(2)
     yield 2
     torch.set_num_threads(old)
 
 
-@pytest.fixture
-def cheap_run(monkeypatch):
-    """Stand-ins for run_e2 / write_e2 that record the threads in force and write environment() as summary.json."""
-    seen = {}
+def _stand_ins(monkeypatch, execute):
+    """Replace the runner with ``execute`` and E2's writer with one that writes environment() as summary.json."""
+    import transferlens.runs.runner
+    from transferlens.experiments.e2 import E2
 
-    def runner(cfg, progress=None):
-        seen["torch"] = torch.get_num_threads()
-        seen["blas"] = {n for _, n in _pools()}
-        return SimpleNamespace(correlations={}, seconds=0.0)
-
-    def writer(result, out_dir):
+    def writer(self, result, out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / "summary.json"
         path.write_text(json.dumps({"environment": environment()}))
         return {"summary": path}
 
-    monkeypatch.setattr(transferlens.experiments, "run_e2", runner)
-    monkeypatch.setattr(transferlens.experiments, "write_e2", writer)
+    monkeypatch.setattr(transferlens.runs.runner, "execute", execute)
+    monkeypatch.setattr(E2, "write", writer)
+
+
+@pytest.fixture
+def cheap_run(monkeypatch):
+    """A stand-in run that records the threads in force (no cells computed)."""
+    from transferlens.runs.runner import RunOutcome
+
+    seen = {}
+
+    def execute(exp, cfg, **kwargs):
+        seen["torch"] = torch.get_num_threads()
+        seen["blas"] = {n for _, n in _pools()}
+        return RunOutcome(SimpleNamespace(correlations={}), "run-id", 0, 0, 0, (), 0.0)
+
+    _stand_ins(monkeypatch, execute)
     return seen
 
 
@@ -80,11 +96,11 @@ def test_threads_applied_recorded_and_restored(n, tmp_path, cheap_run, caller_th
 def test_threads_restored_when_the_run_fails(tmp_path, monkeypatch, caller_threads):
     pools_before = _pools()
 
-    def failing(cfg, progress=None):
+    def failing(exp, cfg, **kwargs):
         assert torch.get_num_threads() == 3
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(transferlens.experiments, "run_e2", failing)
+    _stand_ins(monkeypatch, failing)
     res = CliRunner().invoke(app, ["run", "--quick", "--threads", "3", "--out", str(tmp_path / "run")])
     assert isinstance(res.exception, RuntimeError) and str(res.exception) == "boom"
     assert torch.get_num_threads() == caller_threads and _pools() == pools_before

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from transferlens.cli import app
 from transferlens.data.synthetic import build_sigmoid_net, model_rmse, rbf_regression, train_regression
-from transferlens.experiments.e1 import ALPHAS, METRICS, E1Config, run_e1, write_e1
+from transferlens.experiments.e1 import ALPHAS, EXPERIMENT, METRICS, E1Config, run_e1, write_e1
+from transferlens.runs import derive_seed
 
 TINY = dict(n_samples=300, n_inputs=8, n_outputs=3, n_rbf=20, width=16, n_scales=5, train_steps=40)
 
@@ -32,14 +33,18 @@ def test_zero_deviation_is_the_target_itself(tiny):
     assert tiny.refit_rmse[0] == pytest.approx(tiny.target_rmse, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_trend_alphas_fall_while_refit_rmse_rises():
-    # The published sizes of inputs, outputs and width on fewer samples: the trend of the paper.
-    r = run_e1(E1Config(n_samples=1000, n_scales=6, train_steps=60, ablation_level=None))
+    # The default (published) sizes, as `transferlens run synthetic` runs them: the findings of the paper.
+    # (On reduced sizes alpha1_t2s levels off at the largest scales and its rank correlation is seed-dependent.)
+    r = run_e1(E1Config())
     assert r.scales[0] == 0.0 and list(r.scales) == sorted(r.scales)
-    assert r.correlations["combined_s2t"].spearman <= -0.9
-    assert r.correlations["alpha1_t2s"].spearman <= -0.9
+    for m in ("alpha1_s2t", "alpha1_t2s", "combined_s2t", "combined_t2s", "alpha2_t2s"):
+        assert r.correlations[m].spearman <= -0.9, m
     assert r.correlations["grad_match_s2t"].spearman >= 0.9
     assert list(r.refit_rmse) == sorted(r.refit_rmse)
+    # with the 2nd singular vector the relation breaks: alpha1_t2s then rises with the RMSE
+    assert r.ablation_correlations["alpha1_t2s"].spearman > 0.5
 
 
 def test_ablation_uses_the_second_singular_vector(tiny):
@@ -54,9 +59,10 @@ def test_ablation_at_zero_deviation_is_mean_sigma2_over_sigma_max(tiny):
     # alpha1(x) = ||J v_2|| / sigma_max(J) = sigma_2 / sigma_max. Rebuild the same target (the seeds of run_e1)
     # and take each sample's Jacobian with autograd, its singular values with svdvals.
     cfg = E1Config(**TINY)
-    data = rbf_regression(cfg.n_samples, cfg.n_inputs, cfg.n_outputs, cfg.n_rbf, seed=cfg.seed)
-    target = build_sigmoid_net(cfg.n_inputs, cfg.n_outputs, cfg.width, seed=cfg.seed)
-    train_regression(target, data, steps=cfg.train_steps, seed=cfg.seed)
+    cell = EXPERIMENT.grid(cfg)[0]  # the target's training cell: every seed derives from its key
+    data = rbf_regression(cfg.n_samples, cfg.n_inputs, cfg.n_outputs, cfg.n_rbf, seed=derive_seed(cell.spec["data"], "data"))
+    target = build_sigmoid_net(cfg.n_inputs, cfg.n_outputs, cfg.width, seed=cell.seed("init"))
+    train_regression(target, data, steps=cfg.train_steps, seed=cell.seed("train"))
     assert model_rmse(target, data) == tiny.target_rmse  # the very same network
     target.eval()
     ratios = []
@@ -105,6 +111,7 @@ def test_linear_schedule_and_no_ablation():
         ({"ablation_level": -1}, "ablation_level"),
         ({"n_scales": 2}, "n_scales"),
         ({"width": 0}, "width"),
+        ({"level": 1}, "ablation_level equals level"),
     ],
 )
 def test_config_validation(kwargs, match):
@@ -121,3 +128,10 @@ def test_cli_synthetic(tmp_path):
     assert summary["config"]["schedule"] == "linear"
     bad = CliRunner().invoke(app, ["run", "synthetic", "--level", "99", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "level" in bad.output
+    # options of the other experiment are refused, not ignored
+    bad = CliRunner().invoke(app, ["run", "synthetic", "--eps", "-1", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "--eps does not apply to experiment 'synthetic'" in bad.output
+    bad = CliRunner().invoke(app, ["run", "--level", "-5", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "--level does not apply to experiment 'e2'" in bad.output
+    level1 = CliRunner().invoke(app, ["run", "synthetic", "--quick", "--level", "1", "--set", "ablation_level=0", "--out", str(tmp_path / "l1")])
+    assert level1.exit_code == 0, level1.output

@@ -12,7 +12,9 @@ from scipy import stats
 from typer.testing import CliRunner
 
 import transferlens.experiments
-from transferlens.cli import QUICK, app
+import transferlens.runs.runner
+from transferlens.cli import app
+from transferlens.experiments.e2 import QUICK
 from transferlens.experiments import E2Config, run_e2, write_e2
 from transferlens.experiments.e2 import METRICS
 from transferlens.training import TrainConfig
@@ -40,14 +42,15 @@ def quick_cli(tmp_path_factory):
     """`transferlens run --quick --seed 1`, run once for the module; the E2Result is captured on the way."""
     out = tmp_path_factory.mktemp("quick") / "run"
     captured = []
-    real = transferlens.experiments.run_e2
+    real = transferlens.runs.runner.execute
 
-    def spy(cfg, progress=None):
-        captured.append(real(cfg, progress))
-        return captured[-1]
+    def spy(exp, cfg, **kwargs):
+        outcome = real(exp, cfg, **kwargs)
+        captured.append(outcome.result)
+        return outcome
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(transferlens.experiments, "run_e2", spy)
+        mp.setattr(transferlens.runs.runner, "execute", spy)
         result = CliRunner().invoke(app, ["run", "--quick", "--out", str(out), "--seed", str(QUICK_SEED)])
     assert len(captured) == 1, result.output
     return result, out, captured[0]
@@ -95,9 +98,11 @@ def test_another_seed_changes_the_numbers(tiny_result):
 
 
 def test_progress_is_reported():
+    """One call per cell (target, then a training and a measurement per source), then the analysis."""
     calls = []
-    run_e2(E2Config(**{**TINY, "source_domains": ("reference",), "architectures": ("mlp", "cnn1d", "mlp")}), lambda *a: calls.append(a))
-    assert calls[0][1] == 0 and calls[-1][1] == calls[-1][2] == 4
+    run_e2(E2Config(**{**TINY, "source_domains": ("reference", "noisy", "shuffled"), "architectures": ("mlp",)}), lambda *a: calls.append(a))
+    assert calls[0][1] == 0 and calls[-1][1] == calls[-1][2] == 7
+    assert [c[1] for c in calls[:7]] == list(range(7))
 
 
 @pytest.mark.parametrize(
@@ -108,6 +113,8 @@ def test_progress_is_reported():
         ({"preset": "magic"}, "unknown preset"),
         ({"source_domains": ("reference",), "architectures": ("mlp",)}, "at least 3 sources"),
         ({"n_eval": 2}, "n_eval"),
+        ({"architectures": ("mlp", "cnn1d", "mlp")}, "architectures lists 'mlp' twice"),
+        ({"source_domains": ("noisy", "noisy")}, "source_domains lists 'noisy' twice"),
     ],
 )
 def test_config_validation(kwargs, match):
@@ -146,7 +153,8 @@ def test_quick_per_sample_contract(quick_cli):
     n_eval = QUICK["n_eval"]
     assert e2.target["n_eval"] == n_eval
     assert len(e2.sources) == len(QUICK["source_domains"]) * len(QUICK["architectures"])
-    for source in e2.sources:
+    for source, row in zip(e2.sources, e2.rows()):
+        assert row["source"] == source.name
         for d in ("t2s", "s2t"):
             r = getattr(source.transfer, d)
             samples, used = np.asarray(r.alpha1_samples), np.asarray(r.used_index)
@@ -157,7 +165,7 @@ def test_quick_per_sample_contract(quick_cli):
             assert r.alpha1 == pytest.approx(math.fsum(samples) / len(samples), rel=1e-12, abs=0), (source.name, d)
             assert r.alpha1_median == pytest.approx(float(np.median(samples)), rel=1e-12, abs=0)
             assert ((0 <= used) & (used < n_eval)).all() and (np.diff(used) > 0).all()
-            assert source.row()[f"n_used_{d}"] == r.n_used
+            assert row[f"n_used_{d}"] == r.n_used
 
 
 def test_cli_rejects_bad_input(tmp_path):

@@ -146,7 +146,7 @@ CASES: list[tuple[str, str, str, Any, Callable[[Any], Any]]] = [
     ("E1Config", "n_samples", "count", 100, lambda v: tl.E1Config(n_samples=v)),
     ("E1Config", "width", "count", 50, lambda v: tl.E1Config(width=v)),
     ("E1Config", "step", "real+", 0.1, lambda v: tl.E1Config(step=v)),
-    ("E1Config", "level", "index", 1, lambda v: tl.E1Config(level=v)),
+    ("E1Config", "level", "index", 1, lambda v: tl.E1Config(level=v, ablation_level=0)),
     ("E2Config", "seed", "seed", 3, lambda v: tl.E2Config(seed=v, device="cpu")),
     ("E2Config", "n_eval", "count", 100, lambda v: tl.E2Config(n_eval=v, device="cpu")),
     ("E2Config", "eps", "real+", 0.2, lambda v: tl.E2Config(eps=v, device="cpu")),

@@ -16,12 +16,11 @@ from rich.table import Table
 app = typer.Typer(add_completion=False, help="Measure and predict transferability between neural networks.")
 console = Console()
 
-EXPERIMENTS = ("e2", "synthetic", "e1")
-QUICK_E1 = dict(n_samples=500, n_scales=5, train_steps=50)
-QUICK = dict(source_domains=("reference", "noisy", "shuffled"), architectures=("mlp", "cnn1d"), num_samples=1000, n_eval=200, n_boot=200)
 # One thread by default (benchmarks/bench_threads.py): as fast as two on an idle 2-core machine, and several
 # times faster when another process keeps a core busy (the models are small; extra threads wait on each other).
 DEFAULT_THREADS = 1
+# Typed shortcuts for common options: each is the same as --set NAME=VALUE, for experiments whose config has NAME.
+SHORTCUTS = ("seed", "preset", "eps", "schedule", "level", "device")
 
 
 @app.callback(invoke_without_command=True)
@@ -40,69 +39,87 @@ def _root(
         raise typer.Exit()
 
 
-def _default_out() -> Path:
-    return Path("runs") / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    console.print(f"[red]error:[/red] {escape(message)}")
+    return typer.Exit(code)
+
+
+def _check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an output path that cannot take the results."""
+    if out.exists() and not out.is_dir():
+        raise _fail(f"--out {out} exists and is not a folder; pass a folder path")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise _fail(f"--out {out} is not empty; pass another folder, or --overwrite to replace its results")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".transferlens-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise _fail(f"cannot write into --out {out}: {exc.strerror or exc}") from exc
+
+
+def _run_name() -> str:
+    return _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
 @app.command()
 def run(
-    experiment: str = typer.Argument(
-        "e2", help="e2 (default): adversarial vs knowledge transferability on MNIST-1D; synthetic (e1): exact metrics on RBF regression."
-    ),
+    experiment: str = typer.Argument("e2", help="Experiment name: e2 (default) or synthetic (e1). See `transferlens config show NAME`."),
+    config: Optional[Path] = typer.Option(None, "--config", help="A TOML config (as printed by `transferlens config show NAME`)."),
+    sets: list[str] = typer.Option([], "--set", help="Override one option: --set key=value (nested: train.lr=0.01). Repeatable."),
+    quick: bool = typer.Option(False, "--quick", help="The 'quick' variant: a reduced run on less data, a smoke test in seconds."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Same as --set seed=N: every seed of the study derives from it."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="e2: alpha-metric preset, theory or paper (--set preset=...)."),
+    eps: Optional[float] = typer.Option(None, "--eps", help="e2: attack radius (--set eps=...)."),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help="synthetic: accumulated or linear (--set schedule=...)."),
+    level: Optional[int] = typer.Option(None, "--level", help="synthetic: singular vector of the attack, 0 = top (--set level=...)."),
+    device: Optional[str] = typer.Option(None, "--device", help="e2: auto (CUDA when available), cpu or cuda."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/<timestamp>/)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for data generation, model initialisation and training."),
-    preset: str = typer.Option("theory", "--preset", help="e2: alpha-metric preset, theory (deviation, l2) or paper (ce, linf, squared norms)."),
-    eps: Optional[float] = typer.Option(None, "--eps", help="e2: attack radius (default: the preset's)."),
-    schedule: str = typer.Option("accumulated", "--schedule", help="synthetic: deviation schedule, accumulated or linear."),
-    level: int = typer.Option(0, "--level", help="synthetic: singular vector used as the attack direction (0 = top)."),
-    quick: bool = typer.Option(False, "--quick", help="A reduced run on less data: a smoke test in a few seconds."),
-    device: str = typer.Option("auto", "--device", help="e2: auto (CUDA when available), cpu or cuda."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results in a non-empty --out folder."),
+    store_path: Optional[Path] = typer.Option(None, "--store", help="Results store (default runs.db beside the run folders)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Recompute every cell, even those already in the store."),
     threads: int = typer.Option(
         DEFAULT_THREADS, "--threads",
         help="CPU threads for torch and BLAS/OpenMP during the run (>= 1). One is fastest for these small models, "
         "especially beside other busy processes.",
     ),
 ) -> None:
-    """Run an experiment on embedded data and write results.csv, summary.json and report.html."""
+    """Run an experiment: every cell's results go into the store the moment they exist (a rerun skips them),
+    then results.csv, summary.json and report.html are written."""
+    from .experiments import get_experiment
+    from .runs.config import ConfigError, build_config
+    from .runs.runner import RunInterrupted, execute
+    from .runs.store import Store, StoreError
+
     if threads < 1:
-        console.print(f"[red]error:[/red] --threads must be an integer >= 1, got {threads}")
-        raise typer.Exit(2)
-    if experiment not in EXPERIMENTS:
-        console.print(f"[red]unknown experiment {experiment!r}[/red]; choose one of {', '.join(EXPERIMENTS)}")
-        raise typer.Exit(2)
-    kind = "e1" if experiment in ("synthetic", "e1") else "e2"
+        raise _fail(f"--threads must be an integer >= 1, got {threads}")
     try:
-        if kind == "e1":
-            from .experiments.e1 import E1Config
-
-            ablation = 1 if level == 0 else 0
-            cfg = E1Config(seed=seed, schedule=schedule, level=level, ablation_level=ablation, **(QUICK_E1 if quick else {}))
-        else:
-            from .experiments import E2Config
-
-            cfg = E2Config(seed=seed, preset=preset, eps=eps, device=device, **(QUICK if quick else {}))
-    except (ValueError, TypeError) as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from exc
-    out_dir = out or _default_out()
-    if kind == "e1":
-        from .experiments.e1 import run_e1 as runner, write_e1 as writer
-
-        console.print(
-            f"[bold]E1[/bold] (synthetic, exact metrics): {cfg.n_scales} deviation scales, {cfg.schedule} schedule, "
-            f"N={cfg.n_samples}, singular vector {cfg.level + 1} (ablation: {cfg.ablation_level + 1 if cfg.ablation_level is not None else 'none'})"
-        )
-        truth = "refit RMSE (negative: the metric falls as transfer gets worse)"
-    else:
-        from .experiments import run_e2 as runner, write_e2 as writer
-
-        console.print(
-            f"[bold]E2[/bold]: {len(cfg.source_domains) * len(cfg.architectures)} sources "
-            f"({', '.join(cfg.architectures)} x {', '.join(cfg.source_domains)}) vs a {cfg.target_arch} target, preset {cfg.preset}"
-        )
-        truth = "linear-probe accuracy on the target"
-    # The limit covers writing too: summary.json records the thread count in force.
-    with _thread_limit(threads):
+        exp = get_experiment(experiment)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    fields = set(getattr(exp.config_cls, "__dataclass_fields__", {}))
+    given = {"seed": seed, "preset": preset, "eps": eps, "schedule": schedule, "level": level, "device": device}
+    shortcut_sets = []
+    for name in SHORTCUTS:
+        value = given[name]
+        if value is None:
+            continue
+        if name not in fields:
+            raise _fail(f"--{name} does not apply to experiment {exp.name!r}; its options: {', '.join(sorted(fields))}")
+        shortcut_sets.append(f"{name}={value!r}" if isinstance(value, str) else f"{name}={value}")
+    try:
+        cfg = build_config(exp.config_cls, defaults=exp.variants["quick"] if quick else None, file=config, sets=[*sets, *shortcut_sets])
+    except (ConfigError, ValueError, TypeError) as exc:
+        raise _fail(str(exc)) from exc
+    out_dir = out or Path("runs") / _run_name()
+    _check_out_dir(out_dir, overwrite)
+    try:
+        store = Store(store_path or out_dir.parent / "runs.db")
+    except StoreError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"[bold]{escape(exp.describe(cfg))}[/bold]")
+    with store, _thread_limit(threads):  # the limit covers writing too: summary.json records the threads in force
         with Progress(
             TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
             console=console, transient=False,
@@ -110,21 +127,58 @@ def run(
             task_id = bar.add_task("starting", total=1)
 
             def progress(stage: str, done: int, total: int) -> None:
-                bar.update(task_id, description=stage, completed=done, total=total)
+                bar.update(task_id, description=stage[:28], completed=done, total=total)
 
-            result = runner(cfg, progress)
-        paths = writer(result, out_dir)
-
-    table = Table(title=f"Correlation with {truth}")
+            try:
+                outcome = execute(exp, cfg, store=store, fresh=fresh, progress=progress, out_dir=str(out_dir), graceful_interrupt=True)
+            except RunInterrupted as stop:
+                bar.stop()
+                console.print(
+                    f"[yellow]interrupted[/yellow] after {stop.n_done} of {stop.n_total} cells; they are kept in "
+                    f"{store.path}. Run the same command again to resume (finished cells are skipped)."
+                )
+                raise typer.Exit(130) from None
+        paths = exp.write(outcome.result, out_dir)
+    result = outcome.result
+    table = Table(title=f"Correlation with {exp.ground_truth}")
     for col in ("metric", "spearman", "95% CI", "pearson", "kendall"):
         table.add_column(col, justify="right" if col != "metric" else "left")
     for metric, c in result.correlations.items():
         ci = f"[{c.spearman_ci[0]:.2f}, {c.spearman_ci[1]:.2f}]" if c.spearman_ci else "-"
         table.add_row(metric, _f(c.spearman), ci, _f(c.pearson), _f(c.kendall))
     console.print(table)
-    console.print(f"finished in {result.seconds:.1f} s")
+    reused = f"; {outcome.n_skipped} of {outcome.n_cells} cells were already in the store" if outcome.n_skipped else ""
+    console.print(f"finished in {outcome.seconds:.1f} s: {outcome.n_computed} cells computed{reused} (run {outcome.run_id})")
     for kind_, path in paths.items():
         console.print(f"{kind_:>8}: {path}")
+    console.print(f"{'store':>8}: {store.path}")
+    if outcome.failed:
+        for label, err in outcome.failed:
+            console.print(f"[red]failed cell[/red] {escape(label)}: {escape(err)}")
+        console.print(f"{len(outcome.failed)} cell(s) failed; the results above leave them out. Fix the cause and rerun to compute them.")
+        raise typer.Exit(1)
+
+
+config_app = typer.Typer(add_completion=False, help="Experiment configs as TOML.")
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(
+    experiment: str = typer.Argument(..., help="Experiment name (e2, synthetic)."),
+    quick: bool = typer.Option(False, "--quick", help="Show the 'quick' variant."),
+) -> None:
+    """Print the full default config as TOML that `run --config FILE` accepts back."""
+    from .experiments import get_experiment
+    from .runs.config import build_config, dump_toml
+
+    try:
+        exp = get_experiment(experiment)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    cfg = build_config(exp.config_cls, defaults=exp.variants["quick"] if quick else None)
+    header = f"transferlens config for {exp.name}" + (" (quick variant)" if quick else "") + f": {exp.title}"
+    typer.echo(dump_toml(cfg, header=header), nl=False)
 
 
 @contextmanager

@@ -1,6 +1,10 @@
-"""Experiments: each a pure function ``config -> result`` (no printing), plus a writer for its outputs."""
+"""Experiments: registry entries (config, grid of cells, analysis, outputs) looked up by name."""
 
+from .base import REGISTRY, Experiment, experiment_names, get_experiment
 from .e1 import E1Config, E1Result, run_e1, write_e1
 from .e2 import E2Config, E2Result, SourceRecord, run_e2, write_e2
 
-__all__ = ["E1Config", "E1Result", "E2Config", "E2Result", "SourceRecord", "run_e1", "run_e2", "write_e1", "write_e2"]
+__all__ = [
+    "E1Config", "E1Result", "E2Config", "E2Result", "Experiment", "REGISTRY", "SourceRecord", "experiment_names",
+    "get_experiment", "run_e1", "run_e2", "write_e1", "write_e2",
+]

@@ -10,12 +10,13 @@ as the deviation grows, while the refit RMSE and the gradient-matching distance 
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from ..data.synthetic import (
+    RegressionData,
+    SigmoidNet,
     build_sigmoid_net,
     deviation_scales,
     model_rmse,
@@ -28,7 +29,10 @@ from ..data.synthetic import (
 from .._validate import check_int, check_positive, check_seed
 from ..evaluation import Correlation, correlate
 from ..exact import ExactTransferability, exact_transferability
+from ..runs.context import CellOutput, Context
+from ..runs.spec import Cell, canonical_json, derive_seed
 from ._output import compact, correlation_rows, environment, write_tables
+from .base import Experiment, register
 
 ALPHAS = ("alpha1_s2t", "alpha2_s2t", "combined_s2t", "alpha1_t2s", "alpha2_t2s", "combined_t2s")
 DISTANCES = ("grad_match_s2t", "grad_match_t2s", "func_match_s2t", "func_match_t2s")
@@ -38,6 +42,8 @@ SCHEDULES = ("accumulated", "linear")
 E1_KEYS = ("pearson", "spearman", "kendall", "spearman_ci", "pearson_ci", "kendall_ci", "n")
 
 Progress = Callable[[str, int, int], None]
+# The named "quick" variant: fewer samples, scales and training steps (a smoke test in seconds).
+QUICK: dict[str, Any] = {"n_samples": 500, "n_scales": 5, "train_steps": 50}
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,11 @@ class E1Config:
             v = getattr(self, name)
             if v is not None:
                 object.__setattr__(self, name, check_int(v, f"{name} (< min(n_inputs, n_outputs))", 0, limit - 1))
+        if self.ablation_level is not None and self.ablation_level == self.level:
+            raise ValueError(
+                f"ablation_level equals level ({self.level}): the ablation would repeat the main measurement; "
+                "pick another singular vector (e.g. ablation_level = 0 when level = 1) or none"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,35 +94,28 @@ class E1Config:
 
 @dataclass(frozen=True)
 class E1Result:
+    """The analysis of an E1 run, built from what its cells recorded. ``measurements`` and ``ablation`` (the
+    full result objects, with per-sample arrays) are filled only when the cells ran in this process."""
+
     config: E1Config
     scales: tuple[float, ...]
     target_rmse: float
-    measurements: tuple[ExactTransferability, ...]
-    ablation: tuple[ExactTransferability, ...]
+    sweep_rows: tuple[dict[str, Any], ...]
     refit_rmse: tuple[float, ...]
     correlations: dict[str, Correlation]
     ablation_correlations: dict[str, Correlation]
     seconds: float
     environment: dict[str, Any] = field(default_factory=environment)
+    measurements: tuple[ExactTransferability, ...] = ()
+    ablation: tuple[ExactTransferability, ...] = ()
+    failed_cells: tuple[tuple[str, str], ...] = ()
 
     def rows(self) -> list[dict[str, Any]]:
-        out = []
-        for i, scale in enumerate(self.scales):
-            r: dict[str, Any] = {"step": i, "scale": scale}
-            r.update({m: self.measurements[i][m] for m in METRICS})
-            for d in ("s2t", "t2s"):
-                r[f"grad_match_rel_{d}"] = self.measurements[i].gradient_matching[d].relative
-                r[f"func_match_rel_{d}"] = self.measurements[i].function_matching[d].relative
-            r["refit_rmse"] = self.refit_rmse[i]
-            if self.ablation:
-                r.update({f"{m}_level{self.config.ablation_level}": self.ablation[i][m] for m in ALPHAS})
-            out.append(r)
-        return out
+        return [dict(r) for r in self.sweep_rows]
 
     def summary(self) -> dict[str, Any]:
         """The ``summary.json`` content (no timings: the same seed reproduces it exactly)."""
-
-        return {
+        out = {
             "experiment": "E1",
             "title": "synthetic study with exact metrics: alphas vs refit RMSE as the source drifts",
             "ground_truth": "refit_rmse",
@@ -123,45 +127,176 @@ class E1Result:
             "ablation_level": self.config.ablation_level,
             "ablation_correlations": {m: compact(c, E1_KEYS) for m, c in self.ablation_correlations.items()},
         }
+        if self.failed_cells:
+            out["failed_cells"] = [{"cell": label, "error": err} for label, err in self.failed_cells]
+        return out
+
+
+# ----------------------------------------------------------------------------------------------- cells
+
+
+def _target_spec(cfg: E1Config) -> dict[str, Any]:
+    data = {"generator": "rbf", "n_samples": cfg.n_samples, "n_inputs": cfg.n_inputs, "n_outputs": cfg.n_outputs, "n_rbf": cfg.n_rbf, "seed": cfg.seed}
+    return {"data": data, "width": cfg.width, "train_steps": cfg.train_steps}
+
+
+def _grid(cfg: E1Config) -> list[Cell]:
+    target_spec = _target_spec(cfg)
+    target = Cell.make("e1.target", target_spec, label="target: training")
+    cells = [target]
+    for i, scale in enumerate(deviation_scales(cfg.n_scales, cfg.schedule, cfg.step)):
+        spec = {"target": target_spec, "scale": scale, "level": cfg.level, "ablation_level": cfg.ablation_level}
+        cells.append(Cell.make("e1.measure", spec, deps=(target.key,), label=f"scale {scale:.3g}"))
+    return cells
+
+
+def _data(ctx: Context, spec: dict[str, Any]) -> RegressionData:
+    key = ("data", canonical_json(spec))
+    if key not in ctx.cache:
+        ctx.cache[key] = rbf_regression(
+            spec["n_samples"], spec["n_inputs"], spec["n_outputs"], spec["n_rbf"], seed=derive_seed(spec, "data")
+        )
+    return ctx.cache[key]
+
+
+def _target(ctx: Context, key: str, spec: dict[str, Any]) -> SigmoidNet:
+    """The trained target of the run: from this process, else rebuilt from the stored weights."""
+    if ("model", key) not in ctx.cache:
+        data = spec["data"]
+        model = build_sigmoid_net(data["n_inputs"], data["n_outputs"], spec["width"])
+        model.load_state_dict(ctx.weights(key))
+        ctx.cache[("model", key)] = model.eval()
+    return ctx.cache[("model", key)]
+
+
+def _train_target(cell: Cell, ctx: Context) -> CellOutput:
+    spec = cell.spec
+    data = _data(ctx, spec["data"])
+    d = spec["data"]
+    target = build_sigmoid_net(d["n_inputs"], d["n_outputs"], spec["width"], seed=cell.seed("init"))
+    train_regression(target, data, steps=spec["train_steps"], seed=cell.seed("train"))
+    ctx.cache[("model", cell.key)] = target
+    return CellOutput(
+        results=[("target_rmse", "", model_rmse(target, data))],
+        weights={"weights": {k: v.detach().cpu().clone() for k, v in target.state_dict().items()}},
+        value=target,
+    )
+
+
+def _measure(cell: Cell, ctx: Context) -> CellOutput:
+    spec = cell.spec
+    (target_key,) = cell.deps
+    target = _target(ctx, target_key, spec["target"])
+    data = _data(ctx, spec["target"]["data"])
+    # one fixed direction for the whole sweep: its seed derives from the target cell, not from this one
+    direction = random_direction(target, seed=derive_seed(target_key, "direction"))
+    source = perturbed_copy(target, direction, spec["scale"])
+    main = exact_transferability(source, target, data.x, level=spec["level"])
+    results: list[tuple[str, str, float | None]] = []
+    arrays = {}
+    for d in ("s2t", "t2s"):
+        r = getattr(main, d)
+        for m in ("alpha1", "alpha2", "combined"):
+            results.append((m, d, float(getattr(r, m))))
+        results += [("n_used", d, float(r.n_used)), ("n_degenerate", d, float(r.n_degenerate))]
+        for name, table in (("grad_match", main.gradient_matching), ("func_match", main.function_matching)):
+            results += [(name, d, table[d].distance), (f"{name}_rel", d, table[d].relative)]
+        arrays[f"alpha1_samples_{d}"] = r.alpha1_samples
+    abl = None
+    level = spec["ablation_level"]
+    if level is not None:
+        abl = exact_transferability(source, target, data.x, level=level)
+        for d in ("s2t", "t2s"):
+            r = getattr(abl, d)
+            for m in ("alpha1", "alpha2", "combined"):
+                results.append((f"{m}_level{level}", d, float(getattr(r, m))))
+            arrays[f"alpha1_samples_level{level}_{d}"] = r.alpha1_samples
+    results.append(("refit_rmse", "", refit_output_layer(source, data).rmse))
+    return CellOutput(results=results, arrays=arrays, value=(main, abl))
+
+
+def _row(i: int, cell: Cell, ctx: Context) -> dict[str, Any]:
+    m = ctx.results(cell.key)
+    spec = cell.spec
+    row: dict[str, Any] = {"step": i, "scale": spec["scale"]}
+    row.update({k: m[k] for k in METRICS})
+    for d in ("s2t", "t2s"):
+        row[f"grad_match_rel_{d}"] = m[f"grad_match_rel_{d}"]
+        row[f"func_match_rel_{d}"] = m[f"func_match_rel_{d}"]
+    row["refit_rmse"] = m["refit_rmse"]
+    level = spec["ablation_level"]
+    if level is not None:
+        row.update({f"{k}_level{level}": m[f"{k.rsplit('_', 1)[0]}_level{level}_{k.rsplit('_', 1)[1]}"] for k in ALPHAS})
+    return row
+
+
+class E1(Experiment):
+    name = "synthetic"
+    aliases = ("e1",)
+    title = "the synthetic study with exact metrics (E1)"
+    config_cls = E1Config
+    variants = {"quick": QUICK}
+    ground_truth = "refit RMSE (negative: the metric falls as transfer gets worse)"
+
+    def grid(self, config: E1Config) -> list[Cell]:
+        return _grid(config)
+
+    def run_cell(self, cell: Cell, ctx: Context) -> CellOutput:
+        return _train_target(cell, ctx) if cell.kind == "e1.target" else _measure(cell, ctx)
+
+    def device(self, config: E1Config) -> str:
+        return "cpu"
+
+    def describe(self, config: E1Config) -> str:
+        abl = config.ablation_level + 1 if config.ablation_level is not None else "none"
+        return (
+            f"E1 (synthetic, exact metrics): {config.n_scales} deviation scales, {config.schedule} schedule, "
+            f"N={config.n_samples}, singular vector {config.level + 1} (ablation: {abl})"
+        )
+
+    def analyse(self, config: E1Config, cells: list[Cell], ctx: Context, seconds: float = 0.0) -> E1Result:
+        target_key = _grid(config)[0].key
+        if not any(c.key == target_key for c in cells):
+            raise ValueError("the target could not be trained, so nothing was measured; see the failed cells")
+        measured = [c for c in cells if c.kind == "e1.measure"]
+        if len(measured) < 3:
+            raise ValueError(f"only {len(measured)} scales were measured; a trend needs at least 3")
+        rows = [_row(i, c, ctx) for i, c in enumerate(measured)]
+        rmse = [r["refit_rmse"] for r in rows]
+        values = [ctx.value(c.key) for c in measured]
+        in_memory = all(v is not None for v in values)
+        lvl = config.ablation_level
+
+        def corr(names: tuple[str, ...], suffix: str = "") -> dict[str, Correlation]:
+            return {m: correlate([r[m + suffix] for r in rows], rmse, n_boot=1000, seed=config.seed) for m in names}
+
+        return E1Result(
+            config=config,
+            scales=tuple(r["scale"] for r in rows),
+            target_rmse=ctx.results(target_key)["target_rmse"],
+            sweep_rows=tuple(rows),
+            refit_rmse=tuple(rmse),
+            correlations=corr(METRICS),
+            ablation_correlations=corr(ALPHAS, f"_level{lvl}") if lvl is not None else {},
+            seconds=seconds,
+            environment=environment(),
+            measurements=tuple(v[0] for v in values) if in_memory else (),
+            ablation=tuple(v[1] for v in values) if in_memory and lvl is not None else (),
+        )
+
+    def write(self, result: E1Result, out_dir: str | Path) -> dict[str, Path]:
+        return write_e1(result, out_dir)
+
+
+EXPERIMENT = register(E1())
 
 
 def run_e1(config: E1Config | None = None, progress: Progress | None = None) -> E1Result:
-    """Train the target, sweep the deviation scale, measure everything; ``progress(stage, done, total)``."""
-    cfg = config or E1Config()
-    report = progress or (lambda *_: None)
-    t0 = time.perf_counter()
-    scales = deviation_scales(cfg.n_scales, cfg.schedule, cfg.step)
-    total = 1 + len(scales)
-    report("target: training", 0, total)
-    data = rbf_regression(cfg.n_samples, cfg.n_inputs, cfg.n_outputs, cfg.n_rbf, seed=cfg.seed)
-    target = build_sigmoid_net(cfg.n_inputs, cfg.n_outputs, cfg.width, seed=cfg.seed)
-    train_regression(target, data, steps=cfg.train_steps, seed=cfg.seed)
-    direction = random_direction(target, seed=cfg.seed + 1)
-    measured, ablation, rmse = [], [], []
-    for i, scale in enumerate(scales):
-        report(f"scale {scale:.3g}", 1 + i, total)
-        source = perturbed_copy(target, direction, scale)
-        measured.append(exact_transferability(source, target, data.x, level=cfg.level))
-        if cfg.ablation_level is not None:
-            ablation.append(exact_transferability(source, target, data.x, level=cfg.ablation_level))
-        rmse.append(refit_output_layer(source, data).rmse)
-    report("done", total, total)
+    """Train the target, sweep the deviation scale, measure everything (in memory, no store);
+    ``progress(stage, done, total)``."""
+    from ..runs.runner import execute
 
-    def corr(results: list[ExactTransferability], names: tuple[str, ...]) -> dict[str, Correlation]:
-        return {m: correlate([r[m] for r in results], rmse, n_boot=1000, seed=cfg.seed) for m in names}
-
-    return E1Result(
-        config=cfg,
-        scales=tuple(scales),
-        target_rmse=model_rmse(target, data),
-        measurements=tuple(measured),
-        ablation=tuple(ablation),
-        refit_rmse=tuple(rmse),
-        correlations=corr(measured, METRICS),
-        ablation_correlations=corr(ablation, ALPHAS) if ablation else {},
-        seconds=time.perf_counter() - t0,
-        environment=environment(),  # captured under the thread limits the run had
-    )
+    return execute(EXPERIMENT, config or E1Config(), progress=progress).result
 
 
 def write_e1(result: E1Result, out_dir: str | Path) -> dict[str, Path]:
@@ -189,7 +324,7 @@ def write_e1(result: E1Result, out_dir: str | Path) -> dict[str, Path]:
             title="gradient- and function-matching distances (relative)",
         ),
     ]
-    if result.ablation:
+    if cfg.ablation_level is not None:
         figures.append(
             LinePlot(
                 x=x,
@@ -201,7 +336,7 @@ def write_e1(result: E1Result, out_dir: str | Path) -> dict[str, Path]:
         )
 
     tables = [Table(columns=["metric", "spearman", "spearman_ci", "pearson", "kendall", "weighted_tau"], rows=correlation_rows(result.correlations), title="Correlation with refit RMSE (negative = the metric falls as transfer gets worse)")]
-    if result.ablation:
+    if cfg.ablation_level is not None:
         tables.append(Table(columns=["metric", "spearman", "spearman_ci", "pearson", "kendall", "weighted_tau"], rows=correlation_rows(result.ablation_correlations), title=f"Ablation (singular vector {lvl + 1}): correlation with refit RMSE"))
     tables.append(Table(columns=list(rows[0]), rows=rows, title="Sweep"))
     intro = (
