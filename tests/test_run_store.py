@@ -174,3 +174,74 @@ def test_cli_refuses_a_corrupt_store_with_its_name(tmp_path: Path) -> None:
     assert res.exit_code == 2, res.output
     assert "runs.db" in res.output.replace("\n", "") and isinstance(res.exception, SystemExit)
     assert not (tmp_path / "r" / "summary.json").exists()
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+    """`transferlens run synthetic --quick` into a fresh store, run once for the module."""
+    base = tmp_path_factory.mktemp("results")
+    res = CliRunner().invoke(app, ["run", "synthetic", "--quick", "--out", str(base / "run"), "--store", str(base / "s.db")])
+    assert res.exit_code == 0, res.output
+    return base
+
+
+def test_cli_list_show_report_and_export(synthetic_run: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    db = str(synthetic_run / "s.db")
+    with Store(db) as s:
+        (run,) = s.runs()
+    listed = runner.invoke(app, ["list", "--store", db])
+    assert listed.exit_code == 0 and run["run_id"] in listed.output and "6/6" in listed.output
+    shown = runner.invoke(app, ["show", run["run_id"][:-2], "--store", db])  # a unique prefix is enough
+    assert shown.exit_code == 0, shown.output
+    assert "n_scales = 5" in shown.output and "alpha1_t2s" in shown.output
+    # the report rebuilt from the store alone equals what the run wrote
+    rebuilt = runner.invoke(app, ["report", "latest", "--store", db, "--out", str(tmp_path / "rebuilt")])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    for name in ("summary.json", "results.csv"):
+        assert (tmp_path / "rebuilt" / name).read_bytes() == (synthetic_run / "run" / name).read_bytes(), name
+    assert (tmp_path / "rebuilt" / "report.html").stat().st_size > 1000
+    out = tmp_path / "long.csv"
+    exported = runner.invoke(app, ["export", "--store", db, "--format", "csv", "--out", str(out)])
+    assert exported.exit_code == 0, exported.output
+    import csv
+
+    rows = list(csv.DictReader(out.open()))
+    assert set(rows[0]) == {"run_id", "cell_key", "kind", "metric", "direction", "value"}
+    refit = [r for r in rows if r["metric"] == "refit_rmse"]
+    assert len(refit) == 5 and all(r["kind"] == "e1.measure" for r in refit)
+    js = runner.invoke(app, ["export", "--store", db, "--format", "json", "--wide", "--out", str(tmp_path / "w.json")])
+    assert js.exit_code == 0
+    wide = json.loads((tmp_path / "w.json").read_text())
+    assert len(wide) == 6 and "alpha1_t2s" in wide[1] and "target_rmse" in wide[0]
+
+
+def test_cli_results_commands_refuse_what_they_cannot_do(synthetic_run: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    db = str(synthetic_run / "s.db")
+    res = runner.invoke(app, ["show", "nope", "--store", db])
+    assert res.exit_code == 2 and "nope" in res.output
+    res = runner.invoke(app, ["list", "--store", str(tmp_path / "missing.db")])
+    assert res.exit_code == 2 and "no results store" in res.output
+    res = runner.invoke(app, ["export", "--store", db, "--format", "xlsx"])
+    assert res.exit_code == 2 and "--format must be csv, json or parquet" in res.output
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        res = runner.invoke(app, ["export", "--store", db, "--format", "parquet", "--out", str(tmp_path / "x.parquet")])
+        assert res.exit_code == 2 and "needs pyarrow" in res.output
+
+
+def test_load_run_gives_a_dataframe_per_cell(synthetic_run: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    import transferlens as tl
+
+    df = tl.load_run(synthetic_run / "s.db")
+    assert isinstance(df, pd.DataFrame) and len(df) == 6
+    measured = df[df["kind"] == "e1.measure"]
+    csv_rows = (synthetic_run / "run" / "results.csv").read_text().splitlines()
+    header = csv_rows[0].split(",")
+    first = dict(zip(header, csv_rows[1].split(",")))
+    assert float(first["refit_rmse"]) == pytest.approx(measured["refit_rmse"].iloc[0], rel=1e-5)
+    long = tl.load_run(synthetic_run / "s.db", wide=False)
+    assert list(long.columns) == ["run_id", "cell_key", "kind", "metric", "direction", "value"]

@@ -37,6 +37,7 @@ from .exact import (
 from .experiments import E1Config, E1Result, E2Config, E2Result, run_e1, run_e2, write_e1, write_e2
 from .knowledge import KnowledgeResult, extract_features, linear_probe, retrain_last_layer
 from .models import CNN1D, CNN2D, MLP, FeatureModel, build_model, wrap_model
+from .runs.results import load_run
 from .training import TrainConfig, TrainingWarning, TrainResult, accuracy, fit
 
 try:  # declared once, in pyproject.toml, and read back from the installed package's metadata
@@ -47,7 +48,7 @@ except ImportError:  # PackageNotFoundError is an ImportError: a source tree tha
     __version__ = "0+unknown"
 
 __all__ = [
-    "ArgumentTypeError", "SaturationWarning", "TrainingWarning",
+    "ArgumentTypeError", "SaturationWarning", "TrainingWarning", "load_run",
     "ConsistencyCheck", "E1Config", "E1Result", "ExactTransferability", "MatchingDistance", "RegressionData",
     "SigmoidNet", "build_sigmoid_net", "check_consistency", "exact_attack", "exact_transferability",
     "jacobians", "perturbed_copy", "random_direction", "rbf_regression", "refit_output_layer", "run_e1",

@@ -139,14 +139,7 @@ def run(
                 )
                 raise typer.Exit(130) from None
         paths = exp.write(outcome.result, out_dir)
-    result = outcome.result
-    table = Table(title=f"Correlation with {exp.ground_truth}")
-    for col in ("metric", "spearman", "95% CI", "pearson", "kendall"):
-        table.add_column(col, justify="right" if col != "metric" else "left")
-    for metric, c in result.correlations.items():
-        ci = f"[{c.spearman_ci[0]:.2f}, {c.spearman_ci[1]:.2f}]" if c.spearman_ci else "-"
-        table.add_row(metric, _f(c.spearman), ci, _f(c.pearson), _f(c.kendall))
-    console.print(table)
+    _print_correlations(exp, outcome.result)
     reused = f"; {outcome.n_skipped} of {outcome.n_cells} cells were already in the store" if outcome.n_skipped else ""
     console.print(f"finished in {outcome.seconds:.1f} s: {outcome.n_computed} cells computed{reused} (run {outcome.run_id})")
     for kind_, path in paths.items():
@@ -157,6 +150,145 @@ def run(
             console.print(f"[red]failed cell[/red] {escape(label)}: {escape(err)}")
         console.print(f"{len(outcome.failed)} cell(s) failed; the results above leave them out. Fix the cause and rerun to compute them.")
         raise typer.Exit(1)
+
+
+STORE_HELP = "Results store (default runs/runs.db)."
+
+
+def _open_store(path: Optional[Path]):
+    from .runs.results import DEFAULT_STORE
+    from .runs.store import Store, StoreError
+
+    p = path or DEFAULT_STORE
+    if not p.exists():
+        raise _fail(f"no results store at {p}; run an experiment first (transferlens run) or pass --store PATH")
+    try:
+        return Store(p, readonly=True)
+    except StoreError as exc:
+        raise _fail(str(exc)) from exc
+
+
+def _when(t: float | None) -> str:
+    return "-" if t is None else _dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@app.command("list")
+def list_runs(store_path: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP)) -> None:
+    """The runs in the store, newest first: status, cells done/failed, start and duration."""
+    with _open_store(store_path) as store:
+        runs = store.runs()
+    if not runs:
+        console.print("no runs in the store yet")
+        return
+    table = Table(title=f"runs in {store_path or 'runs/runs.db'}")
+    for col in ("run", "experiment", "status", "cells done", "failed", "started", "duration"):
+        table.add_column(col, justify="right" if col in ("cells done", "failed", "duration") else "left", no_wrap=col == "run")
+    for r in runs:
+        took = "-" if r["finished"] is None else f"{r['finished'] - r['created']:.1f} s"
+        table.add_row(r["run_id"], r["experiment"], r["status"], f"{r['n_done']}/{r['n_cells']}", str(r["n_failed"]), _when(r["created"]), took)
+    console.print(table)
+
+
+def _analysed(store_path: Optional[Path], run_id: str):
+    from .runs.results import analyse_run
+    from .runs.store import StoreError
+
+    store = _open_store(store_path)
+    try:
+        return (*analyse_run(store, run_id), store)
+    except (StoreError, ValueError) as exc:
+        store.close()
+        raise _fail(str(exc)) from exc
+
+
+@app.command()
+def show(
+    run_id: str = typer.Argument("latest", help="Run id (a unique prefix is enough), or latest."),
+    store_path: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP),
+) -> None:
+    """A run's config (TOML) and headline correlations, from the store alone."""
+    from .runs.config import dump_toml
+
+    exp, result, info, store = _analysed(store_path, run_id)
+    store.close()
+    console.print(f"[bold]{info['run_id']}[/bold] ({info['experiment']}, {info['status']}, {info['n_done']}/{info['n_cells']} cells)")
+    typer.echo(dump_toml(result.config))
+    _print_correlations(exp, result)
+    for label, err in getattr(result, "failed_cells", ()):
+        console.print(f"[red]not in the results[/red] {escape(label)}: {escape(err)}")
+
+
+@app.command()
+def report(
+    run_id: str = typer.Argument("latest", help="Run id (a unique prefix is enough), or latest."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: the run's own folder, else runs/<run id>)."),
+    store_path: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP),
+) -> None:
+    """Rebuild results.csv, summary.json and report.html of a run from the store alone."""
+    exp, result, info, store = _analysed(store_path, run_id)
+    store.close()
+    out_dir = out or Path(info.get("out_dir") or Path("runs") / info["run_id"])
+    if out_dir.exists() and not out_dir.is_dir():
+        raise _fail(f"--out {out_dir} exists and is not a folder; pass a folder path")
+    paths = exp.write(result, out_dir)
+    for kind_, path in paths.items():
+        console.print(f"{kind_:>8}: {path}")
+
+
+@app.command()
+def export(
+    run_id: str = typer.Argument("latest", help="Run id (a unique prefix is enough), or latest."),
+    fmt: str = typer.Option("csv", "--format", help="csv, json or parquet (parquet needs pyarrow)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output file (default runs/<run id>.<format>)."),
+    wide: bool = typer.Option(False, "--wide", help="One row per cell and one column per metric (default: long rows)."),
+    store_path: Optional[Path] = typer.Option(None, "--store", help=STORE_HELP),
+) -> None:
+    """Every result of a run as a table: long rows (run_id, cell_key, kind, metric, direction, value)."""
+    import csv
+    import json
+
+    from .runs.results import resolve_run, wide_rows
+    from .runs.store import StoreError
+
+    if fmt not in ("csv", "json", "parquet"):
+        raise _fail(f"--format must be csv, json or parquet, got {fmt!r}")
+    if fmt == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError as exc:
+            raise _fail("--format parquet needs pyarrow: pip install 'transferlens[parquet]' (or pip install pyarrow)") from exc
+    with _open_store(store_path) as store:
+        try:
+            info = resolve_run(store, None if run_id == "latest" else run_id)
+            rows = wide_rows(store, info["run_id"]) if wide else store.run_results(info["run_id"])
+        except StoreError as exc:
+            raise _fail(str(exc)) from exc
+    path = out or Path("runs") / f"{info['run_id']}.{fmt}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    if fmt == "csv":
+        with path.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows({k: ("" if r.get(k) is None else r.get(k)) for k in columns} for r in rows)
+    elif fmt == "json":
+        path.write_text(json.dumps(rows, indent=1) + "\n")
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    console.print(f"{len(rows)} rows of run {info['run_id']} -> {path}")
+
+
+def _print_correlations(exp, result) -> None:
+    table = Table(title=f"Correlation with {exp.ground_truth}")
+    for col in ("metric", "spearman", "95% CI", "pearson", "kendall"):
+        table.add_column(col, justify="right" if col != "metric" else "left")
+    for metric, c in result.correlations.items():
+        ci = f"[{c.spearman_ci[0]:.2f}, {c.spearman_ci[1]:.2f}]" if c.spearman_ci else "-"
+        table.add_row(metric, _f(c.spearman), ci, _f(c.pearson), _f(c.kendall))
+    console.print(table)
 
 
 config_app = typer.Typer(add_completion=False, help="Experiment configs as TOML.")

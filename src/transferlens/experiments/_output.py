@@ -47,7 +47,8 @@ def environment() -> dict[str, Any]:
 
     from .. import __version__
 
-    return {
+    # sorted keys: the same text whether it comes from this process or back from the store
+    return dict(sorted({
         "transferlens": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -56,7 +57,7 @@ def environment() -> dict[str, Any]:
         "scikit-learn": sklearn.__version__,
         "threads": torch.get_num_threads(),
         "blas_threads": _blas_threads(),
-    }
+    }.items()))
 
 
 def fmt_ci(ci: tuple[float, float] | None) -> str | None:
