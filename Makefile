@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_alpha.py
 	$(PY) benchmarks/bench_exact.py
 	$(PY) benchmarks/bench_threads.py
+	$(PY) benchmarks/bench_store.py
 
 # Run the experiments the README quotes and regenerate its measured tables from them.
 readme-figures: $(STAMP)

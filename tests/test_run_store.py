@@ -245,3 +245,14 @@ def test_load_run_gives_a_dataframe_per_cell(synthetic_run: Path) -> None:
     assert float(first["refit_rmse"]) == pytest.approx(measured["refit_rmse"].iloc[0], rel=1e-5)
     long = tl.load_run(synthetic_run / "s.db", wide=False)
     assert list(long.columns) == ["run_id", "cell_key", "kind", "metric", "direction", "value"]
+
+
+def test_cli_seeds_at_the_ends_of_the_range(tmp_path: Path) -> None:
+    """Seeds feed key-derived seeds, never arithmetic: the largest seed runs, one past it is refused."""
+    runner = CliRunner()
+    top = runner.invoke(app, ["run", "synthetic", "--quick", "--seed", str(2**63 - 1), "--out", str(tmp_path / "top")])
+    assert top.exit_code == 0, top.output
+    past = runner.invoke(app, ["run", "synthetic", "--quick", "--seed", str(2**63), "--out", str(tmp_path / "past")])
+    assert past.exit_code == 2 and "seed must be an integer in [0, 2**63)" in past.output.replace("\n", " ")
+    e2 = runner.invoke(app, ["run", "--seed", "-1", "--out", str(tmp_path / "neg")])
+    assert e2.exit_code == 2 and "seed" in e2.output

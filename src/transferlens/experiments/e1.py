@@ -69,8 +69,8 @@ class E1Config:
     train_steps: int = 200
 
     def __post_init__(self) -> None:
-        # Numbers normalised to plain Python types (numpy scalars accepted); the direction uses seed + 1.
-        object.__setattr__(self, "seed", check_seed(self.seed, limit=2**63 - 1))
+        # Numbers normalised to plain Python types (numpy scalars accepted).
+        object.__setattr__(self, "seed", check_seed(self.seed))
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}")
         for name in ("n_samples", "n_inputs", "n_outputs", "n_rbf", "width", "train_steps"):
