@@ -610,3 +610,21 @@ def test_labels_are_validated_strictly() -> None:
         transferability(s, t, x, torch.tensor([0.0, 1.0, float("inf"), 2.0]))
     with pytest.raises(ValueError, match=r"\[0, 3\)"):
         transferability(s, t, x, torch.tensor([0.0, 1.0, 1e30, 2.0]))
+
+
+def test_preset_threat_is_the_one_rule_for_overrides():
+    from transferlens.adversarial import preset_threat
+    from transferlens.experiments import E2Config
+
+    assert preset_threat("paper") is PRESETS["paper"].threat and preset_threat(None) is PRESETS["theory"].threat
+    fgsm_bigger = preset_threat("paper", eps=0.3)
+    assert (fgsm_bigger.steps, fgsm_bigger.step, fgsm_bigger.norm) == (1, 0.3, "linf")  # one step keeps step = eps
+    pgd = preset_threat("paper", steps=4, norm="l2")
+    assert pgd.step_size is None and pgd.step == pytest.approx(2.5 * 0.1 / 4) and pgd.norm == "l2"
+    one = preset_threat("theory", steps=1)
+    assert one.step == one.eps == 0.1
+    for preset in PRESETS:
+        for kw in ({}, {"eps": 0.2}, {"steps": 1}, {"steps": 3, "norm": "linf"}):
+            assert E2Config(preset=preset, **kw).threat == preset_threat(preset, **kw)
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset_threat("nope")

@@ -113,12 +113,20 @@ THREAT_IDS = [f"{t.norm}-{t.eps}-rs{int(t.random_start)}-{'b' if t.bounds else '
 # ----------------------------------------------------------------------------------------------
 
 
+def test_threat_model_alpha_is_a_deprecated_alias_of_step() -> None:
+    t = ThreatModel("l2", 0.5, 10, step_size=0.07)
+    with pytest.warns(DeprecationWarning, match="ThreatModel.step"):
+        assert t.alpha == t.step == 0.07
+    with pytest.warns(DeprecationWarning):
+        assert ThreatModel("linf", 0.5, 4).alpha == pytest.approx(2.5 * 0.5 / 4)
+
+
 def test_threat_model_defaults_and_to_dict() -> None:
     t = ThreatModel("l2", 0.5, 10)
-    assert t.alpha == pytest.approx(2.5 * 0.5 / 10)
-    assert ThreatModel("linf", 0.5, 4, step_size=0.3).alpha == 0.3
+    assert t.step == pytest.approx(2.5 * 0.5 / 10)
+    assert ThreatModel("linf", 0.5, 4, step_size=0.3).step == 0.3
     f = ThreatModel.fgsm(0.2, "l2", bounds=(0, 1))
-    assert (f.steps, f.alpha, f.norm, f.bounds, f.random_start) == (1, 0.2, "l2", (0.0, 1.0), False)
+    assert (f.steps, f.step, f.norm, f.bounds, f.random_start) == (1, 0.2, "l2", (0.0, 1.0), False)
     d = ThreatModel("linf", 0.1, 3, bounds=(-1, 2)).to_dict()
     assert d == {"norm": "linf", "eps": 0.1, "steps": 3, "step_size": pytest.approx(2.5 * 0.1 / 3),
                  "random_start": False, "bounds": [-1.0, 2.0]}

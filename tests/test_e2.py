@@ -81,7 +81,7 @@ def test_outputs_have_the_documented_schema(tiny_result, tmp_path):
     for col in ("domain", "architecture", "source_accuracy", "alpha1_t2s", "alpha1_s2t", "fooling_rate_t2s", "probe_accuracy", "probe_loss", "last_layer_accuracy", "last_layer_loss"):
         assert col in rows[0]
     html = paths["report"].read_text()
-    assert html.count("data:image/png;base64,") == len(METRICS)
+    assert html.count("<svg") == len(METRICS) + 1 + 1 + 2  # metric scatters + baseline scatter, heat map, histograms
     assert "http://" not in html and "https://" not in html
 
 
@@ -198,11 +198,11 @@ def test_bad_config_fails_before_any_training(kwargs, match):
 
 def test_threat_overrides_keep_the_preset_protocol():
     paper = E2Config(preset="paper")
-    assert paper.threat.steps == 1 and paper.threat.alpha == paper.threat.eps
+    assert paper.threat.steps == 1 and paper.threat.step == paper.threat.eps
     bigger = E2Config(preset="paper", eps=0.2)
-    assert bigger.threat.steps == 1 and bigger.threat.alpha == pytest.approx(0.2)
+    assert bigger.threat.steps == 1 and bigger.threat.step == pytest.approx(0.2)
     pgd10 = E2Config(preset="paper", steps=10)
-    assert pgd10.threat.alpha == pytest.approx(2.5 * 0.1 / 10)
+    assert pgd10.threat.step == pytest.approx(2.5 * 0.1 / 10)
 
 
 def test_cli_bad_eps_is_a_message_not_a_traceback(tmp_path):

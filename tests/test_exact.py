@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from torch import nn
 
-from transferlens.adversarial import direction_metrics
+from transferlens.alpha import direction_metrics
 from transferlens.exact import (
     ConsistencyCheck,
     ExactTransferability,

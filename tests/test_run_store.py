@@ -225,9 +225,9 @@ def test_cli_results_commands_refuse_what_they_cannot_do(synthetic_run: Path, tm
     assert res.exit_code == 2 and "no results store" in res.output
     res = runner.invoke(app, ["export", "--store", db, "--format", "xlsx"])
     assert res.exit_code == 2 and "--format must be csv, json or parquet" in res.output
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("pyarrow") is None:
         res = runner.invoke(app, ["export", "--store", db, "--format", "parquet", "--out", str(tmp_path / "x.parquet")])
         assert res.exit_code == 2 and "needs pyarrow" in res.output
 
@@ -256,3 +256,22 @@ def test_cli_seeds_at_the_ends_of_the_range(tmp_path: Path) -> None:
     assert past.exit_code == 2 and "seed must be an integer in [0, 2**63)" in past.output.replace("\n", " ")
     e2 = runner.invoke(app, ["run", "--seed", "-1", "--out", str(tmp_path / "neg")])
     assert e2.exit_code == 2 and "seed" in e2.output
+
+
+@pytest.mark.filterwarnings("ignore::transferlens.TrainingWarning")
+def test_e2_with_another_preset_reuses_every_trained_model(store: Store) -> None:
+    """Trained models are cells too: a second study on the same sources measures again, never retrains."""
+    from transferlens.experiments.e2 import EXPERIMENT, E2Config
+    from transferlens.training import TrainConfig
+
+    tiny = dict(source_domains=("reference", "shuffled"), architectures=("mlp", "cnn1d"), num_samples=300, n_eval=60,
+                n_boot=50, train=TrainConfig(epochs=3, patience=2), device="cpu")
+    first = execute(EXPERIMENT, E2Config(**tiny), store=store)
+    assert first.n_computed == 9  # the target, 4 sources, 4 measurements
+    paper = execute(EXPERIMENT, E2Config(preset="paper", **tiny), store=store)
+    assert paper.n_skipped == 5 and paper.n_computed == 4  # only the measurements
+    # the models a measurement reads back from the store are the ones that were trained
+    assert [r["source_accuracy"] for r in paper.result.rows()] == [r["source_accuracy"] for r in first.result.rows()]
+    again = execute(EXPERIMENT, E2Config(preset="paper", **tiny))  # everything in memory
+    for a, b in zip(again.result.rows(), paper.result.rows()):
+        assert a == b

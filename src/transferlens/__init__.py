@@ -8,21 +8,7 @@ with a CLI and an HTML report.
 from ._validate import ArgumentTypeError
 from .adversarial import PRESETS, DirectionResult, SaturationWarning, SuccessRates, Transferability, transferability
 from .attacks import ThreatModel, fgsm, model_output, pgd
-from .data import (
-    DIGITS_TRANSFORMS,
-    MNIST1D_DOMAINS,
-    RegressionData,
-    SigmoidNet,
-    Task,
-    build_sigmoid_net,
-    digits_task,
-    mnist1d_task,
-    perturbed_copy,
-    random_direction,
-    rbf_regression,
-    refit_output_layer,
-    train_regression,
-)
+from .data import DIGITS_TRANSFORMS, MNIST1D_DOMAINS, RegressionData, Task, digits_task, mnist1d_task, rbf_regression
 from .evaluation import Correlation, bootstrap_ci, correlate, kendall, pearson, relative_top1, spearman, weighted_tau
 from .exact import (
     ConsistencyCheck,
@@ -35,10 +21,13 @@ from .exact import (
     singular_directions,
 )
 from .experiments import E1Config, E1Result, E2Config, E2Result, run_e1, run_e2, write_e1, write_e2
-from .knowledge import KnowledgeResult, extract_features, linear_probe, retrain_last_layer
+from .knowledge import KnowledgeResult, extract_features, linear_probe, refit_output_layer, retrain_last_layer
 from .models import CNN1D, CNN2D, MLP, FeatureModel, build_model, wrap_model
+from .models.sigmoid import SigmoidNet, build_sigmoid_net
+from .models.sources import perturbed_copy, random_direction
 from .runs.results import load_run
 from .training import TrainConfig, TrainingWarning, TrainResult, accuracy, fit
+from .training_regression import train_regression
 
 try:  # declared once, in pyproject.toml, and read back from the installed package's metadata
     from importlib.metadata import version as _dist_version

@@ -109,3 +109,15 @@ def batched_apply(fn, x: torch.Tensor, batch_size: int, device: torch.device) ->
         for i in range(0, len(x), batch_size):
             outs.append(fn(fresh(x[i : i + batch_size], device)).detach().cpu())
     return torch.cat(outs)
+
+
+def cpu_generator(seed: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with ``seed``: every draw made from it depends on ``seed`` only."""
+    return torch.Generator(device="cpu").manual_seed(seed)
+
+
+def uniform(
+    shape: tuple[int, ...], gen: torch.Generator, low: float = -0.5, high: float = 0.5, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """``U(low, high)`` draws of ``shape`` (float64 by default) from ``gen``."""
+    return torch.rand(shape, generator=gen, dtype=dtype) * (high - low) + low

@@ -7,11 +7,13 @@ For an attack crafted on model ``a`` and evaluated on ``b``: ``Delta_{a->b}(x) =
 * ``combined^{S->T} = ||E[alpha1^{S->T}(x) u v^T]||_F`` (not the product of the two means);
 
 and the same with S and T swapped for the T->S direction (attack the target, evaluate on the source).
+This module runs the attacks; the metrics themselves come from the shared kernel in
+:mod:`transferlens.alpha` (``DirectionResult`` and ``SuccessRates`` are re-exported from here).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 import warnings
@@ -21,7 +23,17 @@ import torch
 from torch import nn
 
 from ._torch import fresh, frozen_eval, model_device, model_dtype
-from ._validate import check_flag, check_labels, check_model, check_positive, check_within_bounds, model_outputs_2d
+from ._validate import (
+    check_bounds,
+    check_flag,
+    check_labels,
+    check_model,
+    check_positive,
+    check_within_bounds,
+    model_outputs_2d,
+)
+# The alpha kernel and its result types live in .alpha (shared with the exact path); re-exported here.
+from .alpha import DIRECTIONS, DirectionResult, SuccessRates, direction_metrics
 from .attacks import ThreatModel, check_attack_args, check_threat, model_output, pgd, validate_inputs
 
 # An attack whose perturbed inputs sit on the input box's faces in more than this share of the coordinates
@@ -31,8 +43,6 @@ SATURATION_WARN = 0.5
 
 class SaturationWarning(UserWarning):
     """The attack's radius is so large that the perturbed inputs are pinned to the input bounds."""
-
-DIRECTIONS = ("s2t", "t2s")
 
 
 @dataclass(frozen=True)
@@ -66,64 +76,6 @@ PRESETS: dict[str, Preset] = {
         "label-free deviation objective, small-eps l2 PGD, all samples, plain Frobenius norms",
     ),
 }
-
-
-@dataclass(frozen=True)
-class SuccessRates:
-    """Transfer success of the attack crafted on ``attacked`` and evaluated on ``victim`` (denominators stated).
-
-    * ``error_rate``: victim wrong on ``x + delta`` over all ``n`` samples;
-    * ``fooling_rate``: victim wrong on ``x + delta`` over the ``n_victim_correct`` samples it gets right clean;
-    * ``conditional_rate``: over the ``n_conditional`` samples both models get right clean and the attacked
-      model is fooled on, the fraction where the victim is fooled too (``None`` when there are none);
-    * ``whitebox_rate``: the attacked model fooled by its own attack, over its ``n_attacked_correct`` clean-correct;
-    * ``gradient_masking_suspected``: the transfer fooling rate beats the white-box rate.
-    """
-
-    n: int
-    error_rate: float
-    fooling_rate: float | None
-    n_victim_correct: int
-    conditional_rate: float | None
-    n_conditional: int
-    whitebox_rate: float | None
-    n_attacked_correct: int
-    gradient_masking_suspected: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class DirectionResult:
-    """Alpha metrics for one direction; ``s2t`` means the attack is crafted on S and evaluated on T."""
-
-    direction: str
-    alpha1: float
-    alpha1_median: float
-    alpha2: float
-    combined: float
-    n_used: int
-    n_filtered: int
-    n_degenerate: int
-    alpha1_samples: np.ndarray = field(repr=False)
-    used_index: np.ndarray = field(repr=False)
-    success: SuccessRates | None = None
-    saturation: float | None = None
-
-    def to_dict(self, samples: bool = False) -> dict[str, Any]:
-        d = {
-            k: getattr(self, k)
-            for k in (
-                "direction", "alpha1", "alpha1_median", "alpha2", "combined", "n_used", "n_filtered", "n_degenerate",
-                "saturation",
-            )
-        }
-        d["success"] = self.success.to_dict() if self.success else None
-        if samples:
-            d["alpha1_samples"] = self.alpha1_samples.tolist()
-            d["used_index"] = self.used_index.tolist()
-        return d
 
 
 @dataclass(frozen=True)
@@ -181,80 +133,28 @@ def _success(pred_clean_a, pred_adv_a, pred_clean_b, pred_adv_b, y) -> SuccessRa
     )
 
 
-def _frob(m: np.ndarray, squared: bool) -> float:
-    v = float(np.sqrt((m * m).sum()))
-    return v * v if squared else v
+def _preset(preset: Any) -> Preset:
+    base = PRESETS.get(preset or "theory") if isinstance(preset, (str, type(None))) else None
+    if base is None:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return base
 
 
-def _row_norms(a: np.ndarray) -> np.ndarray:
-    """Euclidean norm of each row, scaled first so that tiny (or huge) rows neither underflow nor overflow."""
-    scale = np.abs(a).max(axis=1)
-    safe = np.where(scale > 0, scale, 1.0)
-    return scale * np.linalg.norm(a / safe[:, None], axis=1)
+def preset_threat(
+    preset: str | None = "theory", norm: str | None = None, eps: float | None = None, steps: int | None = None
+) -> ThreatModel:
+    """The threat model of ``preset`` with ``norm``, ``eps`` and ``steps`` overridden where given.
 
-
-def _no_sample_message(name, keep, degenerate, n_aa, n_bb, tol, outputs) -> str:
-    """Why nothing is left to measure, in terms of what was actually degenerate."""
-    msg = f"no sample left to measure the {name} direction: "
-    if not keep.any():
-        return msg + (
-            f"all {len(keep)} were filtered out (correct_only keeps only samples the target classifies "
-            "correctly, and it gets none right). Check the target and the labels, or pass correct_only=False"
-        )
-    a, b = ("source", "target") if name == "s2t" else ("target", "source")
-    zero_a, zero_b = int((keep & (n_aa <= tol)).sum()), int((keep & (n_bb <= tol)).sum())
-    msg += (
-        f"{int(degenerate.sum())} of {int(keep.sum())} have a deviation <= tol={tol:g} "
-        f"(the attacked {a} model's own deviation on {zero_a}, the {b} model's reference deviation on {zero_b}). "
-    )
-    if outputs is not None:
-        key = "s" if (name == "s2t") == (zero_a >= zero_b) else "t"
-        size = float(np.median(_row_norms(outputs[key])))
-        if size > 0 and size * 1e-6 > tol:
-            return msg + (
-                f"The {'source' if key == 's' else 'target'} model's outputs are of size {size:.3g}: a change of "
-                f"{tol:g} is below their floating-point resolution, so the deviation rounds to 0. Rescale the inputs "
-                "or the model (standardise the data) rather than changing eps"
-            )
-    return msg + (
-        "The model's output does not move within the attack's ball: it is flat or saturated there (constant "
-        "outputs, a dead ReLU layer, a hard-thresholded output). Increase eps (attacks), pick a lower level "
-        "(exact metrics), or lower tol"
-    )
-
-
-def direction_metrics(
-    name, dev_aa, dev_ab, dev_bb, keep, tol, squared, success, saturation=None, outputs=None
-) -> DirectionResult:
-    """Alpha metrics of the attack crafted on ``a``: ``dev_aa = Delta_{a->a}``, ``dev_ab = Delta_{a->b}``,
-    ``dev_bb = Delta_{b->b}`` (the denominator of alpha1); arrays (N, m), (N, d), (N, d) in float64.
-    ``outputs`` (clean outputs ``{"s": ..., "t": ...}``) only serve a clearer error message."""
-    n_aa, n_ab, n_bb = (_row_norms(d) for d in (dev_aa, dev_ab, dev_bb))
-    degenerate = keep & ((n_bb <= tol) | (n_aa <= tol))
-    used = keep & ~degenerate
-    idx = np.flatnonzero(used)
-    if len(idx) == 0:
-        raise ValueError(_no_sample_message(name, keep, degenerate, n_aa, n_bb, tol, outputs))
-    a1 = n_ab[idx] / n_bb[idx]
-    u = dev_aa[idx] / n_aa[idx, None]
-    nab = n_ab[idx]
-    v = np.divide(dev_ab[idx], nab[:, None], out=np.zeros_like(dev_ab[idx]), where=nab[:, None] > 0)  # 0 contributes 0
-    m = u.T @ v / len(idx)
-    w = (u * a1[:, None]).T @ v / len(idx)
-    return DirectionResult(
-        direction=name,
-        alpha1=float(a1.mean()),
-        alpha1_median=float(np.median(a1)),
-        alpha2=_frob(m, squared),
-        combined=_frob(w, squared),
-        n_used=int(len(idx)),
-        n_filtered=int((~keep).sum()),
-        n_degenerate=int(degenerate.sum()),
-        alpha1_samples=a1,
-        used_index=idx,
-        success=success,
-        saturation=saturation,
-    )
+    With no override the preset's own threat model is returned unchanged. Otherwise a one-step attack keeps
+    the FGSM step (``step_size = eps``) and a multi-step one the default ``2.5 * eps / steps``.
+    """
+    base = _preset(preset).threat
+    if norm is None and eps is None and steps is None:
+        return base
+    eps = eps if eps is not None else base.eps
+    steps = steps if steps is not None else base.steps
+    # a one-step attack keeps the FGSM step (= eps); otherwise the default 2.5 * eps / steps
+    return replace(base, norm=norm or base.norm, eps=eps, steps=steps, step_size=eps if steps == 1 else None)
 
 
 def resolve_options(
@@ -263,12 +163,17 @@ def resolve_options(
     objective: str | None,
     correct_only: bool | None,
     squared: bool | None,
+    bounds: Any = None,
 ) -> tuple[ThreatModel, str, bool, bool]:
-    base = PRESETS.get(preset or "theory") if isinstance(preset, (str, type(None))) else None
-    if base is None:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    """Every measurement option: the explicit ones, else the preset's. ``bounds`` (the task's input box) is
+    applied to a threat model that has no bounds of its own."""
+    base = _preset(preset)
+    threat = check_threat(threat) if threat is not None else preset_threat(preset)
+    bounds = check_bounds(bounds)
+    if bounds is not None and threat.bounds is None:
+        threat = replace(threat, bounds=bounds)
     return (
-        check_threat(threat) if threat is not None else base.threat,
+        threat,
         objective if objective is not None else base.objective,
         base.correct_only if correct_only is None else check_flag(correct_only, "correct_only"),
         base.squared if squared is None else check_flag(squared, "squared"),
@@ -306,6 +211,7 @@ def transferability(
     tol: float = 1e-6,
     seed: int = 0,
     batch_size: int = 1024,
+    bounds: tuple[float, float] | None = None,
 ) -> Transferability:
     """Alpha metrics (both directions), success rates and clean accuracies of ``source`` vs ``target`` on ``x``.
 
@@ -315,10 +221,15 @@ def transferability(
     and combined as squared Frobenius norms. Samples whose reference deviation is ``<= tol`` are excluded
     and counted (``n_degenerate``). Success rates need the same label space (by default: the same number
     of logits); otherwise they are ``None``.
+
+    ``bounds`` is the ``(lo, hi)`` box the inputs live in (pass the target task's ``Task.bounds``). When
+    given and the threat model has no bounds of its own, the attacks clip ``x + delta`` into it (the
+    threat model's own bounds win when it has them); ``x`` must then lie in the box. ``None`` (the default)
+    leaves the threat model as it is.
     """
     check_model(source, "source")
     check_model(target, "target")
-    threat, objective, correct_only, squared = resolve_options(preset, threat, objective, correct_only, squared)
+    threat, objective, correct_only, squared = resolve_options(preset, threat, objective, correct_only, squared, bounds)
     batch_size, seed = check_attack_args(objective, output, batch_size, seed)
     if same_label_space is not None:
         same_label_space = check_flag(same_label_space, "same_label_space")

@@ -19,6 +19,7 @@ singular direction of the model's Jacobian.
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Literal
@@ -58,7 +59,8 @@ PROBE_SCALE = 0.1
 class ThreatModel:
     """Where the attacker may move: ``||delta||_norm <= eps`` and ``lo <= x + delta <= hi``.
 
-    ``step_size`` defaults to ``2.5 * eps / steps``; FGSM is ``steps=1, step_size=eps``.
+    ``step_size`` defaults to ``2.5 * eps / steps`` (:attr:`step` is the one actually used); FGSM is
+    ``steps=1, step_size=eps``.
     """
 
     norm: str = "linf"
@@ -83,13 +85,23 @@ class ThreatModel:
         return cls(norm=norm, eps=eps, steps=1, step_size=eps, bounds=bounds)
 
     @property
-    def alpha(self) -> float:
-        """The step size actually used."""
+    def step(self) -> float:
+        """The step size actually used: ``step_size``, else ``2.5 * eps / steps``."""
         return self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
+
+    @property
+    def alpha(self) -> float:
+        """Deprecated alias of :attr:`step` (the name clashed with the alpha metrics)."""
+        warnings.warn(
+            "ThreatModel.alpha is deprecated (it is the step size, not an alpha metric); use ThreatModel.step",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.step
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["step_size"] = self.alpha
+        d["step_size"] = self.step
         d["bounds"] = list(self.bounds) if self.bounds else None
         return d
 
@@ -247,7 +259,7 @@ def pgd(
                     value = obj(xb + delta).sum()
                 # A model with no gradient path from its input (constant output) keeps its start.
                 grad = torch.autograd.grad(value, delta)[0] if value.requires_grad else torch.zeros_like(delta)
-                delta = _project(delta.detach() + threat.alpha * _ascent(grad, threat), xb, threat)
+                delta = _project(delta.detach() + threat.step * _ascent(grad, threat), xb, threat)
             if not bool(torch.isfinite(delta).all()):
                 raise ValueError(
                     f"the attack produced NaN/Inf perturbations for inputs {i}..{i + len(xb) - 1}: the model's "

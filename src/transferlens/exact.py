@@ -6,7 +6,7 @@ Jacobian ``J_f(x)`` (``level=k`` uses the (k+1)-th one, an ablation). With it:
 * ``Delta_{S->S} = J_S v_S``, ``Delta_{S->T} = J_T v_S``;
 * ``alpha1^{S->T}(x) = ||J_T v_S|| / sigma_max(J_T)``: the denominator is always the target's own worst
   case, also when ``level > 0`` (so at zero deviation the ablation gives ``sigma_{k+1} / sigma_max``);
-  alpha2 and combined as in :mod:`transferlens.adversarial`, from ``Delta_{S->S}`` and ``Delta_{S->T}``;
+  alpha2 and combined by the shared kernel :mod:`transferlens.alpha`, from ``Delta_{S->S}`` and ``Delta_{S->T}``;
   symmetrically for T->S.
 * gradient matching: ``A* = E[J_T J_S^T] (E[J_S J_S^T])^+``, distance ``sqrt(E ||J_T - A* J_S||_F^2)``
   (``s2t``: S's Jacobians mapped onto T's; ``t2s`` the reverse);
@@ -28,7 +28,7 @@ from torch import nn
 
 from ._torch import fresh, frozen_eval, model_device, model_dtype
 from ._validate import check_choice, check_flag, check_int, check_model, check_positive, check_real, check_seed, model_outputs_2d
-from .adversarial import DIRECTIONS, DirectionResult, direction_metrics
+from .alpha import DIRECTIONS, DirectionResult, direction_metrics
 from .attacks import OUTPUTS, ThreatModel, model_output, validate_inputs
 
 

@@ -6,6 +6,9 @@
   features (what fine-tuning only the last layer does), full batch.
 
 Both report accuracy and mean cross-entropy on the target task's test split.
+
+* :func:`refit_output_layer` (regression, experiment E1): the output layer re-fitted in closed form (least
+  squares) on the frozen features; reports the RMSE on the target data.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ from ._validate import (
     check_seed,
     model_outputs_2d,
 )
+from .data.rbf import RegressionData
 from .data.task import Task
-from .models.base import feature_extractor
+from .models.base import FeatureModel, feature_extractor
+from .training_regression import check_model_data, closed_form_head, regression_rmse
 
 
 @dataclass(frozen=True)
@@ -206,4 +211,48 @@ def retrain_last_layer(
         train_accuracy=train_acc,
         feature_dim=int(f_tr.shape[1]),
         options={"steps": steps, "lr": lr, "weight_decay": weight_decay, "seed": seed},
+    )
+
+
+# ------------------------------------------------------------------------------------------------------
+# regression: closed-form output layer (experiment E1)
+# ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefitResult:
+    """Closed-form output layer: ``weight`` ``(d, D)``, ``bias`` ``(d,)`` and its RMSE on the data."""
+
+    rmse: float
+    weight: torch.Tensor
+    bias: torch.Tensor
+
+
+def refit_output_layer(model: FeatureModel, data: RegressionData) -> RefitResult:
+    """Knowledge transfer: keep ``model.features`` frozen and re-fit only the output layer.
+
+    Solves the least-squares problem ``min ||[F, 1] W - Y||_F`` in closed form, with ``F =
+    model.features(data.x)`` in float64 on the CPU, using ``torch.linalg.lstsq(..., driver="gelsd")``
+    (SVD based): when ``[F, 1]`` is rank-deficient (e.g. saturated or duplicated hidden units) it returns
+    the minimum-norm solution, treating singular values below ``eps * max(N, D + 1)`` times the largest
+    as zero, so the fit is still optimal and finite. The model itself is not modified. Returns the RMSE
+    (:func:`~transferlens.training_regression.regression_rmse`) of the re-fitted layer on ``data`` and the
+    layer (float64, CPU).
+    """
+    x, _ = check_model_data(model, data)
+    with torch.no_grad():
+        feats = model.features(x)
+    if not isinstance(feats, torch.Tensor) or feats.ndim != 2 or feats.shape[0] != data.n_samples:
+        shape = tuple(feats.shape) if isinstance(feats, torch.Tensor) else type(feats).__name__
+        raise ValueError(f"model.features must return (N, D) = ({data.n_samples}, D), got {shape}")
+    feats = feats.detach().to(device="cpu", dtype=torch.float64)
+    if not bool(torch.isfinite(feats).all()):
+        raise ValueError("model.features returned NaN/Inf values; cannot fit an output layer")
+    y = data.y.to("cpu")
+    solution = closed_form_head(feats, y)  # (D + 1, d)
+    pred = feats @ solution[:-1] + solution[-1]
+    return RefitResult(
+        rmse=regression_rmse(pred, y),
+        weight=solution[:-1].T.contiguous(),
+        bias=solution[-1].contiguous(),
     )

@@ -60,19 +60,6 @@ def environment() -> dict[str, Any]:
     }.items()))
 
 
-def fmt_ci(ci: tuple[float, float] | None) -> str | None:
-    return None if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
-
-
-def correlation_rows(table: dict[str, Correlation]) -> list[dict[str, Any]]:
-    """One report-table row per metric."""
-    return [
-        {"metric": m, "spearman": c.spearman, "spearman_ci": fmt_ci(c.spearman_ci), "pearson": c.pearson,
-         "kendall": c.kendall, "weighted_tau": c.weighted_tau}
-        for m, c in table.items()
-    ]
-
-
 def write_tables(rows: list[dict[str, Any]], summary: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
     """Create ``out_dir`` and write ``results.csv`` (floats with 6 significant digits, None empty) and
     ``summary.json``; return both paths."""

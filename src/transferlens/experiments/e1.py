@@ -14,24 +14,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..data.synthetic import (
-    RegressionData,
-    SigmoidNet,
-    build_sigmoid_net,
-    deviation_scales,
-    model_rmse,
-    perturbed_copy,
-    random_direction,
-    rbf_regression,
-    refit_output_layer,
-    train_regression,
-)
+from ..data.rbf import RegressionData, deviation_scales, rbf_regression
+from ..knowledge import refit_output_layer
+from ..models.sigmoid import SigmoidNet, build_sigmoid_net
+from ..models.sources import perturbed_copy, random_direction
+from ..training_regression import model_rmse, train_regression
 from .._validate import check_int, check_positive, check_seed
 from ..evaluation import Correlation, correlate
 from ..exact import ExactTransferability, exact_transferability
 from ..runs.context import CellOutput, Context
 from ..runs.spec import Cell, canonical_json, derive_seed
-from ._output import compact, correlation_rows, environment, write_tables
+from ._output import compact, environment, write_tables
 from .base import Experiment, register
 
 ALPHAS = ("alpha1_s2t", "alpha2_s2t", "combined_s2t", "alpha1_t2s", "alpha2_t2s", "combined_t2s")
@@ -300,8 +293,16 @@ def run_e1(config: E1Config | None = None, progress: Progress | None = None) -> 
 
 
 def write_e1(result: E1Result, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``results.csv``, ``summary.json`` and ``report.html`` into ``out_dir``; return their paths."""
-    from ..report import LinePlot, Table, write_report
+    """Write ``results.csv``, ``summary.json`` and ``report.html`` into ``out_dir``; return their paths.
+
+    The report leads with the finding (the trend of alpha1 against the refit RMSE, the metric that tracks
+    it best, the 2nd-singular-vector ablation), then a direct alpha-vs-RMSE scatter, the correlation
+    tables, line plots over the deviation scale and the sweep table sorted by the refit RMSE.
+    """
+    from ..report import (
+        CorrelationTable, Finding, Histograms, LinePlot, Scatter, Section, Table, best_metric, fmt_ci,
+        format_value as f3, label, ordinal, write_report,
+    )
 
     out = Path(out_dir)
     rows = result.rows()
@@ -312,46 +313,118 @@ def write_e1(result: E1Result, out_dir: str | Path) -> dict[str, Path]:
     x = list(result.scales)
     col = lambda k: [r[k] for r in rows]  # noqa: E731
     lvl = cfg.ablation_level
-    figures = [
-        LinePlot(x=x, series={m: col(m) for m in ("alpha1_s2t", "alpha1_t2s")}, xlabel="deviation scale", ylabel="alpha1", title="alpha1 (exact, top singular vector)"),
-        LinePlot(x=x, series={m: col(m) for m in ("alpha2_s2t", "alpha2_t2s", "combined_s2t", "combined_t2s")}, xlabel="deviation scale", ylabel="value", title="alpha2 and combined"),
-        LinePlot(x=x, series={"refit RMSE": col("refit_rmse")}, xlabel="deviation scale", ylabel="RMSE", title=f"knowledge transfer: refit RMSE (target alone {result.target_rmse:.3f})"),
+    sv = f"{ordinal(lvl + 1)} singular vector" if lvl is not None else ""
+    main_sv = "top singular vector" if cfg.level == 0 else f"{ordinal(cfg.level + 1)} singular vector"
+    truth = "refit_rmse"
+    rmse_name = "refit RMSE"
+    corr = result.correlations
+    any_c = next(iter(corr.values()))
+    pct = f"{round(any_c.confidence * 100)}%"
+    names = {f"{m}_level{lvl}": f"{label(m)}, {sv}" for m in ALPHAS} if lvl is not None else {}
+
+    # ------------------------------------------------------------------ findings
+    def trend(a: float, b: float) -> str:
+        return "rises" if b > a else "falls" if b < a else "stays"
+
+    lead = "alpha1_t2s"
+    findings = [Finding(
+        f"Over the deviation sweep ({f3(x[0])} to {f3(x[-1])})",
+        f"alpha1 {f3(rows[0][lead])} \u2192 {f3(rows[-1][lead])}",
+        f"{label(lead)} {trend(rows[0][lead], rows[-1][lead])} from {f3(rows[0][lead])} to {f3(rows[-1][lead])} "
+        f"while the {rmse_name} {trend(rows[0][truth], rows[-1][truth])} from {f3(rows[0][truth])} to {f3(rows[-1][truth])} "
+        f"(the target alone: {f3(result.target_rmse)}).",
+    )]
+    # an alpha tracks transfer when it falls as the RMSE rises (negative rank correlation); a distance, the reverse
+    best = best_metric(corr, sign={m: -1 for m in ALPHAS})
+    if best is not None:
+        c = corr[best]
+        findings.append(Finding(
+            f"Tracks the {rmse_name} best", label(best),
+            f"Spearman {f3(c.spearman)} ({pct} CI {fmt_ci(c.spearman_ci)}) with the {rmse_name} over {c.n} scales "
+            f"({'negative: it falls as transfer gets worse' if c.spearman < 0 else 'positive: it rises as transfer gets worse'}).",
+        ))
+    if lvl is not None and result.ablation_correlations:
+        a, m = result.ablation_correlations[lead], corr[lead]
+        findings.append(Finding(
+            f"Ablation: the {sv}", f"Spearman {f3(a.spearman)} vs {f3(m.spearman)}",
+            f"{label(lead)} measured along the {sv} instead of the {main_sv}: Spearman {f3(a.spearman)} "
+            f"({pct} CI {fmt_ci(a.spearman_ci)}) with the {rmse_name}, against {f3(m.spearman)} along the {main_sv}.",
+        ))
+
+    # ------------------------------------------------------------------ views
+    scale_labels = [f3(s) for s in x]
+    scatters = [
+        Scatter(
+            x=col(m), y=col(truth), xlabel=label(m), ylabel=rmse_name, labels=scale_labels,
+            title=f"{label(m)} against the {rmse_name}: Spearman {f3(corr[m].spearman)} {fmt_ci(corr[m].spearman_ci)}",
+        )
+        for m in ("alpha1_t2s", "alpha1_s2t")
+    ]
+    lines = [
+        LinePlot(x=x, series={label(m): col(m) for m in ("alpha1_s2t", "alpha1_t2s")}, xlabel="deviation scale", ylabel="alpha1", title=f"alpha1 ({main_sv})"),
+        LinePlot(x=x, series={label(m): col(m) for m in ("alpha2_s2t", "alpha2_t2s", "combined_s2t", "combined_t2s")}, xlabel="deviation scale", ylabel="value", title="alpha2 and combined alpha"),
+        LinePlot(x=x, series={rmse_name: col(truth)}, xlabel="deviation scale", ylabel="RMSE", title=f"Knowledge transfer: {rmse_name} (the target alone: {f3(result.target_rmse)})"),
         LinePlot(
-            x=x,
-            series={m.replace("_rel", ""): col(m) for m in ("grad_match_rel_s2t", "grad_match_rel_t2s", "func_match_rel_s2t", "func_match_rel_t2s")},
-            xlabel="deviation scale",
-            ylabel="distance / RMS size of the matched quantity",
-            title="gradient- and function-matching distances (relative)",
+            x=x, series={label(m).replace(", relative", ""): col(m) for m in ("grad_match_rel_s2t", "grad_match_rel_t2s", "func_match_rel_s2t", "func_match_rel_t2s")},
+            xlabel="deviation scale", ylabel="distance / RMS size of the matched quantity", title="Gradient- and function-matching distances (relative)",
         ),
     ]
-    if cfg.ablation_level is not None:
-        figures.append(
-            LinePlot(
-                x=x,
-                series={f"{m} (level {lvl})": col(f"{m}_level{lvl}") for m in ("alpha1_s2t", "alpha1_t2s", "combined_s2t")},
-                xlabel="deviation scale",
-                ylabel="value",
-                title=f"ablation: singular vector {lvl + 1} instead of the top one",
+    if lvl is not None:
+        lines.append(LinePlot(
+            x=x, series={names[f"{m}_level{lvl}"]: col(f"{m}_level{lvl}") for m in ("alpha1_s2t", "alpha1_t2s", "combined_s2t")},
+            xlabel="deviation scale", ylabel="value", title=f"Ablation: the {sv} instead of the {main_sv}",
+        ))
+    stats = ("spearman", "spearman_ci", "pearson", "kendall")
+    boot = f"Intervals: {any_c.n_boot} bootstrap resamples of the {any_c.n} scales, {pct} percentile interval."
+    tables = [CorrelationTable(
+        corr, truth, title=f"Correlation with the {rmse_name}", stats=stats, names=names,
+        caption=f"Negative for an alpha that falls as transfer gets worse (the RMSE rises); positive for a distance that rises with it. {boot}",
+    )]
+    if lvl is not None:
+        tables.append(CorrelationTable(
+            {f"{m}_level{lvl}": c for m, c in result.ablation_correlations.items()}, truth, names=names,
+            title=f"Ablation (the {sv}): correlation with the {rmse_name}", stats=stats,
+        ))
+    shown = ["scale", truth, "alpha1_s2t", "alpha1_t2s", "combined_s2t", "grad_match_rel_s2t"]
+    if lvl is not None:
+        shown.append(f"alpha1_t2s_level{lvl}")
+    sections = [
+        Section(f"Alpha against the {rmse_name}", scatters, intro="One point per deviation scale, labelled with the scale; the dashed line is the least-squares fit."),
+        Section("Correlations", tables),
+        Section("Over the deviation sweep", lines),
+        Section("Sweep", [Table(columns=shown, rows=rows, sort_by=truth, descending=False, all_columns=list(rows[0]), names=names)]),
+    ]
+    notes = [boot]
+    if result.measurements:
+        sections.append(Section("Per-sample alpha1", [
+            Histograms(
+                {f"scale {f3(s)}": getattr(m, d).alpha1_samples for s, m in zip(x, result.measurements)},
+                xlabel=f"per-sample {label('alpha1_' + d)}", title=f"Per-sample {label('alpha1_' + d)}",
             )
+            for d in ("t2s", "s2t")
+        ], intro="The distribution behind each scale's mean alpha1."))
+    else:
+        notes.append(
+            "Per-sample alpha1 histograms are drawn when the measurements ran in this process; "
+            "this report was built from recorded results only."
         )
-
-    tables = [Table(columns=["metric", "spearman", "spearman_ci", "pearson", "kendall", "weighted_tau"], rows=correlation_rows(result.correlations), title="Correlation with refit RMSE (negative = the metric falls as transfer gets worse)")]
-    if cfg.ablation_level is not None:
-        tables.append(Table(columns=["metric", "spearman", "spearman_ci", "pearson", "kendall", "weighted_tau"], rows=correlation_rows(result.ablation_correlations), title=f"Ablation (singular vector {lvl + 1}): correlation with refit RMSE"))
-    tables.append(Table(columns=list(rows[0]), rows=rows, title="Sweep"))
+    if result.failed_cells:
+        notes += [f"failed cell {label_}: {err}" for label_, err in result.failed_cells]
     intro = (
         f"RBF regression (N={cfg.n_samples}, n={cfg.n_inputs}, d={cfg.n_outputs}, {cfg.n_rbf} RBF features); "
-        f"a sigmoid target of width {cfg.width} (RMSE {result.target_rmse:.4f}); sources = target weights + scale x a fixed "
-        f"U(-0.5, 0.5) direction, {cfg.schedule} schedule with step {cfg.step}. All metrics are exact (Jacobian-based). "
-        "Knowledge transfer: RMSE after refitting only the source's output layer on the target data (closed form)."
+        f"a sigmoid target of width {cfg.width} (RMSE {f3(result.target_rmse)}); sources = target weights + scale x a fixed "
+        f"U(-0.5, 0.5) direction, {cfg.schedule} schedule with step {cfg.step:g}. All metrics are exact (Jacobian-based), "
+        f"along the {main_sv}. Knowledge transfer (the ground truth): the RMSE after refitting only the source's output layer "
+        "on the target data (closed form); lower is better."
     )
     html = write_report(
         out / "report.html",
         title="transferlens E1: exact metrics on the synthetic study",
         intro=intro,
-        summary={"run time (s)": round(result.seconds, 1), "scales": len(x), "target RMSE": result.target_rmse},
-        tables=tables,
-        figures=figures,
+        findings=findings,
+        sections=sections,
         config=summary["config"],
+        notes=notes,
+        run_seconds=result.seconds,
     )
     return {"results": csv_path, "summary": json_path, "report": html}

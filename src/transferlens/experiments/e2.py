@@ -9,7 +9,7 @@ every alpha metric with linear-probe accuracy.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,7 +17,7 @@ import torch
 
 from .._torch import resolve_device
 from .._validate import check_int, check_positive, check_seed
-from ..adversarial import DIRECTIONS, PRESETS, ThreatModel, Transferability, transferability
+from ..adversarial import DIRECTIONS, PRESETS, ThreatModel, Transferability, preset_threat, transferability
 from ..data.mnist1d import MNIST1D_DOMAINS, mnist1d_task
 from ..data.task import Task
 from ..evaluation import Correlation, correlate
@@ -26,7 +26,7 @@ from ..models import ARCHITECTURES, build_model
 from ..runs.context import CellOutput, Context
 from ..runs.spec import Cell, canonical_json, derive_seed
 from ..training import TrainConfig, TrainResult, fit
-from ._output import compact, correlation_rows, environment, write_tables
+from ._output import compact, environment, write_tables
 from .base import Experiment, register
 
 METRICS = ("alpha1_t2s", "alpha2_t2s", "combined_t2s", "alpha1_s2t", "alpha2_s2t", "combined_s2t")
@@ -102,14 +102,9 @@ class E2Config:
 
     @property
     def threat(self) -> ThreatModel:
-        """The preset's threat model with ``norm``, ``eps`` and ``steps`` overridden where given."""
-        base = PRESETS[self.preset].threat
-        if self.norm is None and self.eps is None and self.steps is None:
-            return base
-        eps = self.eps if self.eps is not None else base.eps
-        steps = self.steps if self.steps is not None else base.steps
-        # a one-step attack keeps the FGSM step (= eps); otherwise the default 2.5 * eps / steps
-        return replace(base, norm=self.norm or base.norm, eps=eps, steps=steps, step_size=eps if steps == 1 else None)
+        """The preset's threat model with ``norm``, ``eps`` and ``steps`` overridden where given
+        (:func:`transferlens.adversarial.preset_threat`)."""
+        return preset_threat(self.preset, norm=self.norm, eps=self.eps, steps=self.steps)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -256,7 +251,11 @@ def _measure(cell: Cell, ctx: Context) -> CellOutput:
     n = spec["n_eval"]
     x_eval, y_eval = target_task.x_test[:n], target_task.y_test[:n]
     threat = ThreatModel(**{**spec["threat"], "bounds": tuple(spec["threat"]["bounds"]) if spec["threat"]["bounds"] else None})
-    tf = transferability(source, target, x_eval, y_eval, preset=spec["preset"], threat=threat, seed=cell.seed("attack"))
+    # The attacks stay in the target task's input box when the threat model sets none (MNIST-1D has none).
+    tf = transferability(
+        source, target, x_eval, y_eval, preset=spec["preset"], threat=threat, seed=cell.seed("attack"),
+        bounds=target_task.bounds,
+    )
     probe = linear_probe(source, target_task, C=spec["probe_C"])
     last = retrain_last_layer(source, target_task, seed=cell.seed("last_layer"))
     results: list[tuple[str, str, float | None]] = []
@@ -394,56 +393,175 @@ def run_e2(config: E2Config | None = None, progress: Progress | None = None) -> 
 
 
 def write_e2(result: E2Result, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``results.csv``, ``summary.json`` and ``report.html`` into ``out_dir``; return their paths."""
-    from ..report import Scatter, Table, write_report
+    """Write ``results.csv``, ``summary.json`` and ``report.html`` into ``out_dir``; return their paths.
+
+    The report leads with the finding: the metric that best predicts linear-probe accuracy (Spearman and
+    its interval), the source that alpha1_t2s ranks first against the truly best one (relative top-1), and
+    the alphas against a trivial baseline (the source's own test accuracy as the predictor).
+    """
+    import math
+
+    from ..evaluation import relative_top1
+    from ..report import (
+        CorrelationTable, Finding, HeatMap, Histograms, Scatter, Section, Table, best_metric, fmt_ci,
+        format_value as f3, label, write_report,
+    )
 
     out = Path(out_dir)
     rows = result.rows()
     summary = result.summary()
     csv_path, json_path = write_tables(rows, summary, out)
 
-    acc = [r["probe_accuracy"] for r in rows]
-    figures = []
-    for m in METRICS:
-        c = result.correlations[m]
-        ci = c.spearman_ci
-        ci_txt = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
-        rho = "undefined" if c.spearman is None else f"{c.spearman:.2f}"
-        figures.append(
-            Scatter(
-                x=[r[m] for r in rows],
-                y=acc,
-                xlabel=m,
-                ylabel="linear-probe accuracy on target",
-                title=f"{m}: Spearman {rho}{ci_txt}",
-                labels=[r["domain"] for r in rows],
-                groups=[r["architecture"] for r in rows],
-            )
-        )
-    columns = ["source", "source_accuracy", "probe_accuracy", "last_layer_accuracy", *METRICS, "fooling_rate_t2s", "fooling_rate_s2t"]
     cfg = result.config
+    truth = "probe_accuracy"
+    truth_name = label(truth)
+    n = len(rows)
+    acc = [r[truth] for r in rows]
+    by_truth = sorted(rows, key=lambda r: -r[truth] if r[truth] is not None and math.isfinite(r[truth]) else math.inf)
+    corr = result.correlations
+    any_c = next(iter(corr.values()))
+    pct = f"{round(any_c.confidence * 100)}%"
+    baselines = {}
+    try:
+        baselines["source_accuracy"] = correlate([r["source_accuracy"] for r in rows], acc, n_boot=cfg.n_boot, seed=cfg.seed)
+    except ValueError:  # a non-finite accuracy: no baseline rather than no report
+        pass
+
+    # ------------------------------------------------------------------ findings: what the run shows
+    findings = []
+    best = best_metric(corr)
+    if best is None:
+        findings.append(Finding("Best predictor", "none", f"No alpha metric has a defined rank correlation with {truth_name} (constant values)."))
+    else:
+        c = corr[best]
+        findings.append(Finding(
+            f"Best predictor of {truth_name}", label(best),
+            f"Spearman {f3(c.spearman)} ({pct} CI {fmt_ci(c.spearman_ci)}) over {c.n} sources.",
+        ))
+    pick_metric = "alpha1_t2s"
+    scores = [r[pick_metric] for r in rows]
+    if all(math.isfinite(v) for v in scores + acc):
+        i_pick = max(range(n), key=lambda i: (scores[i], -i))  # the first of tied maxima, as relative_top1
+        i_best = max(range(n), key=lambda i: (acc[i], -i))
+        try:
+            top1 = f3(relative_top1(scores, acc))
+        except ValueError:  # max(truth) <= 0
+            top1 = "undefined"
+        pick, truly = rows[i_pick], rows[i_best]
+        if i_pick == i_best or pick[truth] == truly[truth]:
+            detail = f"{label(pick_metric)} ranks {pick['source']} first, the truly best source ({truth_name} {f3(pick[truth])})."
+        else:
+            detail = (
+                f"{label(pick_metric)} ranks {pick['source']} first ({truth_name} {f3(pick[truth])}); "
+                f"the truly best source is {truly['source']} ({f3(truly[truth])})."
+            )
+        findings.append(Finding("Top-ranked source vs the truly best", f"relative top-1 {top1}", detail))
+    base = baselines.get("source_accuracy")
+    if best is not None and base is not None:
+        b, s = corr[best].spearman, base.spearman
+        beat = sum(1 for c in corr.values() if c.spearman is not None and s is not None and c.spearman > s)
+        if s is None:
+            verdict = "The baseline's correlation is undefined (every source has the same accuracy)."
+        else:
+            best_ci, base_ci = corr[best].spearman_ci, base.spearman_ci
+            overlap = best_ci is not None and base_ci is not None and best_ci[0] <= base_ci[1] and base_ci[0] <= best_ci[1]
+            verdict = (
+                f"{beat} of {len(corr)} alpha metrics rank the sources better than the source's own test accuracy "
+                f"does (Spearman {f3(s)}, {pct} CI {fmt_ci(base.spearman_ci)})"
+            )
+            verdict += "; the intervals of the best metric and the baseline overlap, so this run cannot tell them apart." if overlap else "."
+        findings.append(Finding("Alpha metrics vs a trivial baseline", f"Spearman {f3(b)} vs {f3(s)}", verdict))
+
+    # ------------------------------------------------------------------ views
+    order = sorted(corr, key=lambda m: (corr[m].spearman is None, -(corr[m].spearman or 0.0)))
+
+    def scatter(metric: str, c) -> Scatter:
+        return Scatter(
+            x=[r[metric] for r in rows], y=acc, xlabel=label(metric), ylabel=truth_name,
+            title=f"{label(metric)}: Spearman {f3(c.spearman)} {fmt_ci(c.spearman_ci)}",
+            labels=[r["domain"] for r in rows], groups=[r["architecture"] for r in rows],
+        )
+
+    rates = [[r.get("fooling_rate_t2s"), r.get("fooling_rate_s2t")] for r in by_truth]
+    figures = [scatter(m, corr[m]) for m in order] + [scatter(m, c) for m, c in baselines.items()]
+    stats = ("spearman", "spearman_ci", "pearson", "kendall", "weighted_tau", "relative_top1")
+    boot = f"Intervals: {any_c.n_boot} bootstrap resamples of the {n} sources, {pct} percentile interval."
+    sections = [
+        Section("Which metric predicts knowledge transfer", [
+            CorrelationTable(
+                corr, truth, title=f"Agreement with {truth_name}", baselines=baselines, stats=stats, sort=True,
+                caption=(
+                    f"Every statistic is higher when the metric ranks the sources the way {truth_name} does. "
+                    f"Relative top-1: {truth_name} of the source the metric ranks first, over the best one. {boot}"
+                ),
+            ),
+            CorrelationTable(
+                result.correlations_last_layer, "last_layer_accuracy", title=f"The same against {label('last_layer_accuracy')}",
+                stats=stats, sort=True,
+            ),
+        ]),
+        Section(
+            f"Each metric against {truth_name}", figures,
+            intro="One point per source, labelled with its domain and coloured by architecture; the dashed line is the least-squares fit. Hover a point for its values.",
+        ),
+        Section("Sources", [
+            Table(
+                columns=["source", truth, "source_accuracy", "alpha1_t2s", "alpha1_s2t", "fooling_rate_t2s", "fooling_rate_s2t"],
+                rows=rows, sort_by=truth, all_columns=list(rows[0]),
+            ),
+            Table(columns=["domain", "description"], rows=[{"domain": k, "description": v} for k, v in result.domain_descriptions.items()], title="Source domains"),
+        ]),
+        Section("Transfer success", [
+            HeatMap(
+                values=rates,
+                rows=[r["source"] for r in by_truth],
+                columns=["target \u2192 source (t2s)", "source \u2192 target (s2t)"],
+                title=f"Fooling rate per source and direction (sorted by {truth_name}, best at the top)",
+                value_label="fooling rate", vmax=max([v for r in rates for v in r if v is not None and math.isfinite(v) and v > 0] or [1.0]),
+            ),
+        ], intro=(
+            "Fooling rate: the share of the inputs the victim model classifies correctly that the attack crafted on the "
+            "other model makes it misclassify. t2s: crafted on the target, evaluated on the source; s2t: the reverse. "
+            "The colour runs from 0 to the largest rate shown."
+        )),
+    ]
+    notes = [boot]
+    if result.sources:
+        records = {s.name: s for s in result.sources}
+        views = [
+            Histograms(
+                {r["source"]: getattr(records[r["source"]].transfer, d).alpha1_samples for r in by_truth if r["source"] in records},
+                xlabel=f"per-sample {label('alpha1_' + d)}", title=f"Per-sample {label('alpha1_' + d)}",
+            )
+            for d in ("t2s", "s2t")
+        ]
+        sections.append(Section("Per-sample alpha1", views, intro=f"The distribution behind each source's mean alpha1, sources sorted by {truth_name} (best at the top)."))
+    else:
+        notes.append(
+            "Per-sample alpha1 histograms are drawn when the measurements ran in this process; "
+            "this report was built from recorded results only."
+        )
+    if result.failed_cells:
+        notes += [f"failed cell {label_}: {err}" for label_, err in result.failed_cells]
+
+    threat = cfg.threat
     intro = (
         f"Target: {result.target['task']['description']} with a {cfg.target_arch} reference model "
-        f"(test accuracy {result.target['test_accuracy']:.3f}). {len(rows)} source models "
+        f"(test accuracy {f3(result.target['test_accuracy'])}). {n} source models "
         f"({', '.join(cfg.architectures)} x {len(cfg.source_domains)} source domains) were each attacked and "
-        f"probed on {cfg.n_eval} target test inputs with the '{cfg.preset}' preset "
-        f"({cfg.threat.norm}, eps={cfg.threat.eps}, {cfg.threat.steps} steps). "
+        f"probed on {result.target['n_eval']} target test inputs with the '{cfg.preset}' preset "
+        f"({threat.norm}, eps={threat.eps:g}, {threat.steps} step{'s' if threat.steps != 1 else ''}). "
         "t2s: attack crafted on the target, evaluated on the source; s2t: the reverse. "
-        "Knowledge transferability is the target test accuracy of a linear probe on the source's frozen features."
+        f"Knowledge transferability (the ground truth) is {truth_name}: a linear probe on the source's frozen features."
     )
-    domains = dict(result.domain_descriptions)
     html = write_report(
         out / "report.html",
-        title="transferlens E2: adversarial transferability indicates knowledge transferability",
+        title="transferlens E2: does adversarial transferability indicate knowledge transferability?",
         intro=intro,
-        summary={"run time (s)": round(result.seconds, 1), "sources": len(rows), "ground truth": "linear-probe accuracy"},
-        tables=[
-            Table(columns=["metric", "spearman", "spearman_ci", "pearson", "kendall", "weighted_tau"], rows=correlation_rows(result.correlations), title="Correlation with linear-probe accuracy"),
-            Table(columns=columns, rows=rows, title="Sources"),
-            Table(columns=["domain", "description"], rows=[{"domain": k, "description": v} for k, v in domains.items()], title="Source domains"),
-        ],
-        figures=figures,
+        findings=findings,
+        sections=sections,
         config=summary["config"],
-        notes=[f"Spearman intervals: {cfg.n_boot} bootstrap resamples of the sources, 95% percentile interval."],
+        notes=notes,
+        run_seconds=result.seconds,
     )
     return {"results": csv_path, "summary": json_path, "report": html}
