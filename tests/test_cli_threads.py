@@ -27,6 +27,9 @@ def caller_threads():
     """The caller runs torch with 2 threads (the session default here is 1), so restoring is observable.
     The thread pools the CLI touches are loaded first, so that the before/after comparison of the pools does
     not depend on which tests ran earlier."""
+    import scipy.linalg  # noqa: F401 - their BLAS/OpenMP pools loaded before the comparison
+    import sklearn.linear_model  # noqa: F401
+
     from transferlens.cli import _thread_limit
 
     with _thread_limit(2):

@@ -313,25 +313,35 @@ def config_show(
     typer.echo(dump_toml(cfg, header=header), nl=False)
 
 
+# Read by OpenMP / OpenBLAS / MKL when they load: a library first loaded inside the block (scikit-learn's
+# OpenMP runtime loads on its first fit) starts with the limit without being imported up front.
+_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 @contextmanager
 def _thread_limit(n: int) -> Iterator[None]:
-    """torch's intra-op threads and every BLAS/OpenMP pool limited to ``n`` for the block; restored afterwards."""
-    import importlib
+    """torch's intra-op threads and every BLAS/OpenMP pool limited to ``n`` for the block (the pools already
+    loaded through threadpoolctl, those loading later through their environment variables); restored
+    afterwards."""
+    import os
 
     import torch
     from threadpoolctl import threadpool_limits
 
-    # Load their BLAS/OpenMP libraries first: threadpoolctl limits only the libraries already loaded.
-    for name in ("numpy", "scipy.linalg", "sklearn"):
-        importlib.import_module(name)
-
     old = torch.get_num_threads()
+    old_env = {k: os.environ.get(k) for k in _THREAD_ENV}
     try:
+        os.environ.update({k: str(n) for k in _THREAD_ENV})
         with threadpool_limits(limits=n):
             torch.set_num_threads(n)
             yield
     finally:
         torch.set_num_threads(old)
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _f(v: float | None) -> str:
