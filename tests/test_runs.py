@@ -4,14 +4,12 @@ position in the grid, a failing cell is recorded while the others go on."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
-from transferlens.experiments.base import REGISTRY, Experiment, experiment_names, get_experiment
+from toy_experiment import Toy, ToyConfig
+from transferlens.experiments.base import REGISTRY, experiment_names, get_experiment
 from transferlens.experiments.e2 import E2Config, run_e2
 from transferlens.runs import Cell, CellOutput, Context, canonical_json, cell_key, derive_seed, execute
 from transferlens.runs.spec import SCHEMA_VERSION, check_grid
@@ -62,48 +60,7 @@ def test_grid_checks_dependencies_and_duplicates() -> None:
         check_grid([b, a])
 
 
-# ---------------------------------------------------------------------------------- a toy experiment
-
-
-@dataclass(frozen=True)
-class ToyConfig:
-    n: int = 4
-    fail: tuple[int, ...] = ()
-    scale: float = 1.0
-
-
-class Toy(Experiment):
-    """A "train" cell, then one cell per item that draws a number from its own derived seed."""
-
-    name = "toy-runs"
-    config_cls = ToyConfig
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def grid(self, config: ToyConfig) -> list[Cell]:
-        base = Cell.make("toy.base", {"scale": config.scale}, label="base")
-        cells = [base]
-        for i in range(config.n):
-            cells.append(Cell.make("toy.item", {"i": i, "scale": config.scale, "fail": i in config.fail}, deps=(base.key,), label=f"item {i}"))
-        return cells
-
-    def run_cell(self, cell: Cell, ctx: Context) -> CellOutput:
-        self.calls.append(cell.label)
-        spec = cell.spec
-        if cell.kind == "toy.base":
-            return CellOutput(results=[("offset", "", 10.0 * spec["scale"])])
-        if spec["fail"]:
-            raise RuntimeError(f"item {spec['i']} cannot be computed")
-        offset = ctx.results(cell.deps[0])["offset"]
-        draw = float(np.random.default_rng(cell.seed("draw")).random())
-        return CellOutput(results=[("value", "", offset + draw), ("draw", "", draw)], arrays={"samples": np.arange(3.0) + draw})
-
-    def analyse(self, config: ToyConfig, cells: list[Cell], ctx: Context, seconds: float = 0.0) -> Any:
-        return {c.label: ctx.results(c.key)["value"] for c in cells if c.kind == "toy.item"}
-
-    def write(self, result: Any, out_dir: str | Path) -> dict[str, Path]:
-        return {}
+# The toy experiment (tests/toy_experiment.py): a base cell, then one cell per item.
 
 
 def test_a_cells_numbers_do_not_depend_on_its_position_in_the_grid() -> None:
@@ -144,7 +101,7 @@ def test_progress_names_each_cell() -> None:
 def test_registry_lists_e1_and_e2_and_refuses_unknown_names() -> None:
     assert {"synthetic", "e2"} <= set(experiment_names())
     assert get_experiment("e1") is get_experiment("synthetic") and get_experiment("default") is get_experiment("e2")
-    assert "toy-runs" not in REGISTRY  # defining a subclass does not register it
+    assert "toy" not in REGISTRY  # defining a subclass does not register it
     with pytest.raises(ValueError, match="unknown experiment 'e9'; choose one of: .*e2"):
         get_experiment("e9")
 

@@ -121,3 +121,8 @@ def uniform(
 ) -> torch.Tensor:
     """``U(low, high)`` draws of ``shape`` (float64 by default) from ``gen``."""
     return torch.rand(shape, generator=gen, dtype=dtype) * (high - low) + low
+
+
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of the model's state dict (what a store saves as weights)."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .._torch import cpu_state
 from ..data.rbf import RegressionData, deviation_scales, rbf_regression
 from ..knowledge import refit_output_layer
 from ..models.sigmoid import SigmoidNet, build_sigmoid_net
@@ -171,7 +172,7 @@ def _train_target(cell: Cell, ctx: Context) -> CellOutput:
     ctx.cache[("model", cell.key)] = target
     return CellOutput(
         results=[("target_rmse", "", model_rmse(target, data))],
-        weights={"weights": {k: v.detach().cpu().clone() for k, v in target.state_dict().items()}},
+        weights={"weights": cpu_state(target)},
         value=target,
     )
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 
-from .._torch import resolve_device
+from .._torch import cpu_state, resolve_device
 from .._validate import check_int, check_positive, check_seed
 from ..adversarial import DIRECTIONS, PRESETS, ThreatModel, Transferability, preset_threat, transferability
 from ..data.mnist1d import MNIST1D_DOMAINS, mnist1d_task
@@ -224,7 +224,7 @@ def _train(cell: Cell, ctx: Context) -> CellOutput:
             ("epochs_run", "", float(tr.epochs_run)), ("best_epoch", "", float(tr.best_epoch)),
         ],
         payload={"task": task.summary(), "train_loss": list(tr.train_loss), "val_loss": list(tr.val_loss)},
-        weights={"weights": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}},
+        weights={"weights": cpu_state(model)},
         value=tr,
     )
 
