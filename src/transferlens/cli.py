@@ -180,13 +180,14 @@ def list_runs(store_path: Optional[Path] = typer.Option(None, "--store", help=ST
     if not runs:
         console.print("no runs in the store yet")
         return
-    table = Table(title=f"runs in {store_path or 'runs/runs.db'}")
-    for col in ("run", "experiment", "status", "cells done", "failed", "started", "duration"):
-        table.add_column(col, justify="right" if col in ("cells done", "failed", "duration") else "left", no_wrap=col == "run")
+    table = Table(title=f"runs in {store_path or 'runs/runs.db'}", box=None, pad_edge=False)
+    for col in ("run", "experiment", "status", "cells", "failed", "started", "took"):
+        table.add_column(col, justify="right" if col in ("cells", "failed", "took") else "left", no_wrap=True)
     for r in runs:
         took = "-" if r["finished"] is None else f"{r['finished'] - r['created']:.1f} s"
-        table.add_row(r["run_id"], r["experiment"], r["status"], f"{r['n_done']}/{r['n_cells']}", str(r["n_failed"]), _when(r["created"]), took)
-    console.print(table)
+        started = "-" if r["created"] is None else _dt.datetime.fromtimestamp(r["created"]).strftime("%m-%d %H:%M")
+        table.add_row(r["run_id"], r["experiment"], r["status"], f"{r['n_done']}/{r['n_cells']}", str(r["n_failed"]), started, took)
+    Console(width=max(console.width, 100)).print(table)  # one line per run, even in a narrow pipe
 
 
 def _analysed(store_path: Optional[Path], run_id: str):
