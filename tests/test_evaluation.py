@@ -133,6 +133,24 @@ def test_agrees_with_scipy(seed, n):
     assert weighted_tau(x, y) == pytest.approx(stats.weightedtau(x, y).statistic, abs=1e-12)
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(-3, 3), st.integers(-3, 3)), min_size=2, max_size=25),
+    st.sampled_from([1.0, 0.25, 1e-3]),
+)
+def test_rank_statistics_agree_with_scipy_under_heavy_ties(pairs, scale):
+    x = np.array([p[0] for p in pairs], dtype=float) * scale
+    y = np.array([p[1] for p in pairs], dtype=float) * scale
+    if np.all(x == x[0]) or np.all(y == y[0]):
+        assert spearman(x, y) is None and kendall(x, y) is None and weighted_tau(x, y) is None
+        return
+    assert spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
+    assert kendall(x, y) == pytest.approx(stats.kendalltau(x, y).statistic, abs=1e-12)
+    assert weighted_tau(x, y) == pytest.approx(stats.weightedtau(x, y).statistic, abs=1e-12)
+    assert weighted_tau(x, y, rank_by="scores") == pytest.approx(stats.weightedtau(x, y, rank=None).statistic, abs=1e-12)
+    assert weighted_tau(x, y, rank_by="truth") == pytest.approx(stats.weightedtau(y, x, rank=None).statistic, abs=1e-12)
+
+
 def test_accepts_lists_arrays_and_tensors():
     scores, truth = _strongly_correlated(8)
     expected = correlate(scores, truth, n_boot=50)
@@ -293,6 +311,8 @@ def _scipy_statistic(name: str, a: np.ndarray, b: np.ndarray) -> float | None:
         return float(stats.spearmanr(a, b).statistic)
     if name == "kendall":
         return float(stats.kendalltau(a, b, variant="b").statistic)
+    if name == "weighted_tau":
+        return float(stats.weightedtau(a, b).statistic)
     raise AssertionError(name)
 
 
@@ -323,7 +343,7 @@ def _tied_pairs() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("confidence", [0.95, 0.8])
-@pytest.mark.parametrize("name", ["pearson", "spearman", "kendall", "relative_top1"])
+@pytest.mark.parametrize("name", ["pearson", "spearman", "kendall", "weighted_tau", "relative_top1"])
 @pytest.mark.parametrize("data", ["continuous", "tied"])
 def test_bootstrap_ci_equals_slow_textbook_bootstrap(name, confidence, data):
     if data == "continuous":

@@ -33,7 +33,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
-from scipy import stats
 
 from ._validate import check_int, check_real, check_seed
 
@@ -138,8 +137,25 @@ def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n along each row, ties sharing the mean of the ranks they span."""
+    order = np.argsort(x, axis=1, kind="stable")
+    v = np.take_along_axis(x, order, axis=1)
+    n = x.shape[1]
+    pos = np.broadcast_to(np.arange(n), x.shape)
+    starts = np.ones(x.shape, dtype=bool)
+    starts[:, 1:] = v[:, 1:] != v[:, :-1]
+    ends = np.ones(x.shape, dtype=bool)
+    ends[:, :-1] = starts[:, 1:]
+    first = np.maximum.accumulate(np.where(starts, pos, 0), axis=1)
+    last = np.minimum.accumulate(np.where(ends, pos, n - 1)[:, ::-1], axis=1)[:, ::-1]
+    ranks = np.empty(x.shape, dtype=np.float64)
+    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=1)
+    return ranks
+
+
 def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return _pearson_rows(stats.rankdata(x, axis=1), stats.rankdata(y, axis=1))
+    return _pearson_rows(_average_ranks(x), _average_ranks(y))
 
 
 def _kendall_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -173,28 +189,56 @@ def _relative_top1_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
+def _decreasing_ranks(key: np.ndarray, tiebreak: np.ndarray) -> np.ndarray:
+    """Rank 0 for the largest ``key`` per row (ties broken by the larger ``tiebreak``)."""
+    order = np.lexsort((tiebreak, key), axis=-1)[:, ::-1]
+    ranks = np.empty(key.shape, dtype=np.float64)
+    np.put_along_axis(ranks, order, np.broadcast_to(np.arange(key.shape[1], dtype=np.float64), key.shape), axis=1)
+    return ranks
+
+
+def _weighted_tau_ranked(x: np.ndarray, y: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """Vigna's weighted tau per row, additive hyperbolic weights ``1 / (r + 1)`` on the given ranks.
+
+    ``sum_{i<j} w_ij sgn(x_i - x_j) sgn(y_i - y_j) / sqrt(sum_{x_i != x_j} w_ij * sum_{y_i != y_j} w_ij)``
+    with ``w_ij = 1 / (r_i + 1) + 1 / (r_j + 1)``; NaN where a row has no untied pair.
+    """
+    n = x.shape[1]
+    i, j = np.triu_indices(n, k=1)
+    out = np.full(x.shape[0], np.nan)
+    chunk = max(1, _CHUNK_ELEMENTS // max(len(i), 1))
+    for start in range(0, x.shape[0], chunk):
+        stop = start + chunk
+        w = 1.0 / (ranks[start:stop] + 1.0)
+        wij = w[:, i] + w[:, j]
+        sx = np.sign(x[start:stop, i] - x[start:stop, j])
+        sy = np.sign(y[start:stop, i] - y[start:stop, j])
+        num = np.sum(wij * sx * sy, axis=1)
+        den = np.sqrt(np.sum(wij * np.abs(sx), axis=1) * np.sum(wij * np.abs(sy), axis=1))
+        ok = den > 0
+        block = np.full(sx.shape[0], np.nan)
+        block[ok] = np.clip(num[ok] / den[ok], -1.0, 1.0)
+        out[start:stop] = block
+    return out
+
+
+def _weighted_tau_by(x: np.ndarray, y: np.ndarray, rank_by: str) -> np.ndarray:
+    """Weighted tau rows, the ranking taken from ``"scores"`` (x, then y), ``"truth"`` or ``"both"``."""
+    if rank_by == "scores":
+        return _weighted_tau_ranked(x, y, _decreasing_ranks(x, y))
+    if rank_by == "truth":
+        return _weighted_tau_ranked(x, y, _decreasing_ranks(y, x))
+    return (_weighted_tau_by(x, y, "scores") + _weighted_tau_by(x, y, "truth")) / 2.0
+
+
 def _weighted_tau_value(s: np.ndarray, t: np.ndarray, rank_by: str) -> float | None:
     if _is_constant(s) or _is_constant(t):
         return None
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        if rank_by == "truth":
-            res = stats.weightedtau(t, s, rank=None)
-        elif rank_by == "scores":
-            res = stats.weightedtau(s, t, rank=None)
-        else:  # "both"
-            res = stats.weightedtau(s, t, rank=True)
-    value = float(res.statistic)
-    return value if math.isfinite(value) else None
+    return _row_value(_weighted_tau_by(s[None, :], t[None, :], rank_by))
 
 
 def _weighted_tau_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    out = np.full(x.shape[0], np.nan)
-    for b in range(x.shape[0]):
-        v = _weighted_tau_value(x[b], y[b], "both")
-        if v is not None:
-            out[b] = v
-    return out
+    return _weighted_tau_by(x, y, "both")
 
 
 def _row_value(values: np.ndarray) -> float | None:
@@ -229,7 +273,7 @@ def spearman(scores: Any, truth: Any) -> float | None:
 
 
 def kendall(scores: Any, truth: Any) -> float | None:
-    """Kendall's tau-b (computed with :func:`scipy.stats.kendalltau`).
+    """Kendall's tau-b (the same value as :func:`scipy.stats.kendalltau`).
 
     ``tau_b = (C - D) / sqrt((P - T_s) (P - T_t))`` with C/D the concordant/discordant pairs, P the
     number of pairs and T_s/T_t the pairs tied in scores/truth; in [-1, 1]. Higher means more
@@ -239,16 +283,13 @@ def kendall(scores: Any, truth: Any) -> float | None:
     s, t = _check_pair(scores, truth)
     if _is_constant(s) or _is_constant(t):
         return None
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        value = float(stats.kendalltau(s, t, variant="b").statistic)
-    return min(1.0, max(-1.0, value)) if math.isfinite(value) else None
+    return _row_value(_kendall_rows(s[None, :], t[None, :]))
 
 
 def weighted_tau(
     scores: Any, truth: Any, *, rank_by: Literal["truth", "scores", "both"] = "both"
 ) -> float | None:
-    """Weighted Kendall tau (:func:`scipy.stats.weightedtau`, hyperbolic weights ``1 / (r + 1)``).
+    """Weighted Kendall tau (Vigna 2015; the value of :func:`scipy.stats.weightedtau`, hyperbolic weights ``1 / (r + 1)``).
 
     Like Kendall's tau, but a swap between two models is weighted by the sum of their weights,
     where ``r`` is a model's rank (0 = best) in the chosen ordering; in [-1, 1]. Higher means
