@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_exact.py
 	$(PY) benchmarks/bench_threads.py
 	$(PY) benchmarks/bench_store.py
+	$(PY) benchmarks/bench_estimators.py
 
 # Run the experiments the README quotes and regenerate its measured tables from them.
 readme-figures: $(STAMP)

@@ -172,3 +172,10 @@ def emit(**extra: Any) -> None:
     ``extra`` fields (e.g. the measured contention) are added to each."""
     for rec in _RESULTS:
         print(json.dumps({**rec, **extra}), flush=True)
+
+
+def note(benchmark: str, **fields: Any) -> dict[str, Any]:
+    """Keep a measurement that has no target (e.g. one estimator's time) for :func:`emit`."""
+    rec = {"benchmark": benchmark, **fields}
+    _RESULTS.append(rec)
+    return rec

@@ -53,8 +53,25 @@ KINDS: dict[str, tuple[Callable[[Any], list[Any]], list[tuple[Any, type]]]] = {
     "model": (lambda v: [], [(lambda z: z, T), (None, T), ("model", T), ((nn.Linear(4, 3),), T)]),
 }
 
+FEATS = randn(30, 5, seed=2).numpy()
+FEATS2 = randn(30, 5, seed=3).numpy()
+LABELS = np.arange(30) % 3
+
 # (public name, argument, kind, value to vary around, call(value) -> result)
 CASES: list[tuple[str, str, str, Any, Callable[[Any], Any]]] = [
+    ("logme", "tol", "real+", 1e-8, lambda v: tl.logme(FEATS, LABELS, tol=v)),
+    ("logme", "regression", "flag", False, lambda v: tl.logme(FEATS, LABELS, regression=v)),
+    ("transrate", "eps", "real+", 1e-2, lambda v: tl.transrate(FEATS, LABELS, eps=v)),
+    ("gbc", "pca_dim", "count", 3, lambda v: tl.gbc(FEATS, LABELS, pca_dim=v)),
+    ("ncti", "pca_dim", "count", 3, lambda v: tl.ncti([FEATS, FEATS2], LABELS, pca_dim=v)),
+    ("sfda", "a", "real0", 1.0, lambda v: tl.sfda(FEATS, LABELS, a=v)),
+    ("knn_accuracy", "k", "count", 3, lambda v: tl.knn_accuracy(FEATS, LABELS, k=v)),
+    ("linear_probe_accuracy", "C", "real+", 1.0, lambda v: tl.linear_probe_accuracy(FEATS, LABELS, C=v)),
+    ("linear_probe_accuracy", "folds", "count", 3, lambda v: tl.linear_probe_accuracy(FEATS, LABELS, folds=v)),
+    ("linear_probe_accuracy", "seed", "seed", 0, lambda v: tl.linear_probe_accuracy(FEATS, LABELS, seed=v)),
+    ("linear_probe_accuracy", "max_iter", "count", 200, lambda v: tl.linear_probe_accuracy(FEATS, LABELS, max_iter=v)),
+    ("source_accuracy", "source_accuracy", "real0", 0.5, lambda v: tl.source_accuracy(v)),
+    ("param_count", "model", "model", None, lambda v: tl.param_count(v)),
     ("ThreatModel", "eps", "real+", 0.1, lambda v: tl.ThreatModel(eps=v)),
     ("ThreatModel", "steps", "count", 3, lambda v: tl.ThreatModel(steps=v)),
     ("ThreatModel", "step_size", "real+", 0.05, lambda v: tl.ThreatModel(step_size=v)),
@@ -238,6 +255,7 @@ def test_normalised_values_are_plain_python_types() -> None:
 
 
 PARAMETER_KINDS = {
+    "pca_dim", "folds", "a", "regression", "source_accuracy",
     "eps", "steps", "step_size", "seed", "split_seed", "batch_size", "tol", "lr", "C", "max_iter", "level",
     "chunk_size", "k", "n_boot", "confidence", "num_samples", "n_samples", "epochs", "patience", "num_classes",
     "correct_only", "squared", "same_label_space", "random_start", "validate", "strength", "width", "n_eval",

@@ -183,3 +183,15 @@ def test_only_the_cli_and_the_experiment_writers_import_the_report():
         if i.lazy and _layer(i.target) == "report" and not (_in(m, "experiments") and (i.function or "").startswith("write"))
     ]
     assert lazy == []
+
+
+ESTIMATORS_ALLOWED = {"estimators", "_validate"}
+
+
+def test_estimators_are_pure_array_kernels():
+    """Estimators read arrays only: no models, attacks, training, runs, experiments or report (module level
+    or lazy), so they can be used, and tested, on features from anywhere."""
+    est = [m for m in MODULES if _in(m, "estimators")]
+    assert len(est) >= 12
+    layers = {_layer(i.target) for m in est for i in MODULES[m]} - {None}
+    assert layers <= ESTIMATORS_ALLOWED, f"estimators import {sorted(layers - ESTIMATORS_ALLOWED)}"

@@ -1,14 +1,34 @@
 """transferlens: measure and predict how well what one neural network learned carries over to another.
 
-Adversarial transferability (alpha metrics of Liang et al., ICML 2021, attack-based and exact), and
-knowledge transferability (linear probe, last-layer retraining, closed-form refit), on embedded data,
-with a CLI and an HTML report.
+Adversarial transferability (alpha metrics of Liang et al., ICML 2021, attack-based and exact),
+knowledge transferability (linear probe, last-layer retraining, closed-form refit), and the standard
+transferability estimators (LogME, LEEP, NCE, H-score, TransRate, GBC, NC1, NCTI, SFDA, ...), on embedded
+data, with a CLI and an HTML report.
 """
 
 from ._validate import ArgumentTypeError
 from .adversarial import PRESETS, DirectionResult, SaturationWarning, SuccessRates, Transferability, transferability
 from .attacks import ThreatModel, fgsm, model_output, pgd
 from .data import DIGITS_TRANSFORMS, MNIST1D_DOMAINS, RegressionData, Task, digits_task, mnist1d_task, rbf_regression
+from .estimators import (
+    Estimator,
+    estimator_names,
+    gbc,
+    get_estimator,
+    h_score,
+    knn_accuracy,
+    leep,
+    linear_probe_accuracy,
+    logme,
+    nc1,
+    nce,
+    ncti,
+    param_count,
+    sfda,
+    shrinkage_h_score,
+    source_accuracy,
+    transrate,
+)
 from .evaluation import Correlation, bootstrap_ci, correlate, kendall, pearson, relative_top1, spearman, weighted_tau
 from .exact import (
     ConsistencyCheck,
@@ -23,6 +43,7 @@ from .exact import (
 from .experiments import E1Config, E1Result, E2Config, E2Result, run_e1, run_e2, write_e1, write_e2
 from .knowledge import KnowledgeResult, extract_features, linear_probe, refit_output_layer, retrain_last_layer
 from .models import CNN1D, CNN2D, MLP, FeatureModel, build_model, wrap_model
+from .models.load import ModelLoadError, load_model
 from .models.sigmoid import SigmoidNet, build_sigmoid_net
 from .models.sources import perturbed_copy, random_direction
 from .runs.results import load_run
@@ -37,6 +58,9 @@ except ImportError:  # PackageNotFoundError is an ImportError: a source tree tha
     __version__ = "0+unknown"
 
 __all__ = [
+    "Estimator", "estimator_names", "get_estimator", "gbc", "h_score", "knn_accuracy", "leep",
+    "linear_probe_accuracy", "logme", "nc1", "nce", "ncti", "param_count", "sfda", "shrinkage_h_score",
+    "source_accuracy", "transrate", "ModelLoadError", "load_model",
     "ArgumentTypeError", "SaturationWarning", "TrainingWarning", "load_run",
     "ConsistencyCheck", "E1Config", "E1Result", "ExactTransferability", "MatchingDistance", "RegressionData",
     "SigmoidNet", "build_sigmoid_net", "check_consistency", "exact_attack", "exact_transferability",
