@@ -179,3 +179,19 @@ def test_the_probe_catches_what_it_should(tmp_path):
     assert any("missing.png" in p for p in record["problems"])
     img, empty, long_text = record["figures"]
     assert img["natural"] == 0 and empty["width"] == 0 and long_text["outside"]
+
+
+def test_select_report_in_chromium(tmp_path, monkeypatch):
+    from transferlens.experiments.select import EXPERIMENT, Candidate, SelectConfig, write_select
+    from transferlens.runs.runner import execute
+
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(root)
+    cands = tuple(
+        Candidate("examples.digits_models:small_mlp", f"examples/weights/{n}.safetensors", name=n)
+        for n in ("plain", "blur", "untrained")
+    )
+    cfg = SelectConfig(target="examples/target_rotate.npz", candidates=cands, estimators=("logme", "gbc", "nc1"),
+                       verified=("plain", "blur", "untrained"), n_boot=100)
+    page = write_select(execute(EXPERIMENT, cfg).result, tmp_path / "select")["report"]
+    _check(page, tmp_path, n_figures=1)  # the scatter of the ranking score against the verified accuracy

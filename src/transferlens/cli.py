@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 from contextlib import contextmanager
 from pathlib import Path
@@ -89,8 +90,6 @@ def run(
     then results.csv, summary.json and report.html are written."""
     from .experiments import get_experiment
     from .runs.config import ConfigError, build_config
-    from .runs.runner import RunInterrupted, execute
-    from .runs.store import Store, StoreError
 
     if threads < 1:
         raise _fail(f"--threads must be an integer >= 1, got {threads}")
@@ -114,10 +113,108 @@ def run(
         raise _fail(str(exc)) from exc
     out_dir = out or Path("runs") / _run_name()
     _check_out_dir(out_dir, overwrite)
+    _execute(exp, cfg, out_dir, store_path=store_path, fresh=fresh, threads=threads)
+
+
+_LIST_OPTIONS = ("--candidates", "--estimators")
+
+
+def _split_lists(args: list[str]) -> dict[str, list[str]]:
+    """``--candidates A B C --estimators x y`` (values up to the next option) from the unparsed arguments."""
+    found: dict[str, list[str]] = {k: [] for k in _LIST_OPTIONS}
+    current: str | None = None
+    for token in args:
+        if token.startswith("--"):
+            name, eq, value = token.partition("=")
+            if name not in _LIST_OPTIONS:
+                raise _fail(f"unknown option {name}; see transferlens select --help")
+            current = name
+            if eq:
+                found[name].extend(v for v in value.split(",") if v)
+            continue
+        if current is None:
+            raise _fail(f"unexpected argument {token!r}; candidates go after --candidates")
+        found[current].extend(v for v in token.split(",") if v)
+    return found
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def select(
+    ctx: typer.Context,
+    target: Optional[str] = typer.Option(None, "--target", help="The target task: a .npz file (x_train, y_train, x_test, y_test), package.module:factory returning a Task, or mnist1d:DOMAIN / digits:TRANSFORM."),
+    config: Optional[Path] = typer.Option(None, "--config", help="A TOML config (transferlens config show select): candidates with weights, kwargs, head."),
+    sets: list[str] = typer.Option([], "--set", help="Override one option: --set key=value. Repeatable."),
+    rank_by: Optional[str] = typer.Option(None, "--rank-by", help="The estimator that orders the table (default logme)."),
+    verify: Optional[int] = typer.Option(None, "--verify", help="Transfer the top K candidates (linear probe on the target) and show how the ranking held up."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto (CUDA when available), cpu or cuda."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/<timestamp>/)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results in a non-empty --out folder."),
+    store_path: Optional[Path] = typer.Option(None, "--store", help="Results store (default runs.db beside the run folders)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Recompute every cell, even those already in the store."),
+    threads: int = typer.Option(DEFAULT_THREADS, "--threads", help="CPU threads for torch and BLAS during the run (>= 1)."),
+) -> None:
+    """Rank candidate models for a target task with every transferability estimator.
+
+    --candidates A B C ...: each [NAME=]package.module:factory[@WEIGHTS] (weights: .safetensors or a
+    weights-only checkpoint). --estimators x y ...: a subset of the registered estimators (default: all
+    that apply). Features and source predictions are extracted once per candidate and kept in the store,
+    so rerunning with other estimators only computes the new scores.
+    """
+    from .experiments import get_experiment
+    from .experiments.select import parse_candidate, verify_top, with_verified
+    from .runs.config import ConfigError, build_config, config_to_dict
+
+    if threads < 1:
+        raise _fail(f"--threads must be an integer >= 1, got {threads}")
+    lists = _split_lists(list(ctx.args))
+    exp = get_experiment("select")
+    overrides: dict[str, object] = {}
     try:
-        store = Store(store_path or out_dir.parent / "runs.db")
+        if lists["--candidates"]:
+            overrides["candidates"] = [config_to_dict(parse_candidate(c)) for c in lists["--candidates"]]
+        base = build_config(exp.config_cls, file=config, sets=sets)
+        data = config_to_dict(base)
+        if target is not None:
+            data["target"] = target
+        if lists["--estimators"]:
+            data["estimators"] = lists["--estimators"]
+        for key, value in (("rank_by", rank_by), ("verify", verify), ("device", device)):
+            if value is not None:
+                data[key] = value
+        data.update(overrides)
+        cfg = build_config(exp.config_cls, defaults=data)
+    except (ConfigError, ValueError, TypeError) as exc:
+        raise _fail(str(exc)) from exc
+    out_dir = out or Path("runs") / _run_name()
+    _check_out_dir(out_dir, overwrite)
+
+    def finish(outcome, rerun):
+        if cfg.verify == 0 or outcome.failed:
+            return outcome
+        second = rerun(with_verified(cfg, verify_top(outcome.result)))  # the scores are in the store: only verifies
+        return dataclasses.replace(
+            second, n_computed=outcome.n_computed + second.n_computed, n_skipped=outcome.n_skipped,
+            seconds=outcome.seconds + second.seconds,
+        )
+
+    _execute(exp, cfg, out_dir, store_path=store_path, fresh=fresh, threads=threads, finish=finish)
+
+
+def _open_run_store(store_path: Optional[Path], out_dir: Path):
+    from .runs.store import Store, StoreError
+
+    try:
+        return Store(store_path or out_dir.parent / "runs.db")
     except StoreError as exc:
         raise _fail(str(exc)) from exc
+
+
+def _execute(exp, cfg, out_dir: Path, *, store_path: Optional[Path], fresh: bool, threads: int, finish=None) -> None:
+    """Run ``exp`` with ``cfg`` into the store with a progress bar, write its outputs into ``out_dir``, print
+    its summary. ``finish(outcome, store)`` may return a new outcome (e.g. a second, verifying pass)."""
+    from .runs.runner import RunInterrupted, execute
+
+    store = _open_run_store(store_path, out_dir)
     console.print(f"[bold]{escape(exp.describe(cfg))}[/bold]")
     with store, _thread_limit(threads):  # the limit covers writing too: summary.json records the threads in force
         with Progress(
@@ -131,6 +228,9 @@ def run(
 
             try:
                 outcome = execute(exp, cfg, store=store, fresh=fresh, progress=progress, out_dir=str(out_dir), graceful_interrupt=True)
+                if finish is not None:
+                    outcome = finish(outcome, lambda c: execute(exp, c, store=store, fresh=False, progress=progress,
+                                                                out_dir=str(out_dir), graceful_interrupt=True))
             except RunInterrupted as stop:
                 bar.stop()
                 console.print(
@@ -138,8 +238,11 @@ def run(
                     f"{store.path}. Run the same command again to resume (finished cells are skipped)."
                 )
                 raise typer.Exit(130) from None
+            except (ValueError, TypeError) as exc:  # a config the grid cannot build (checked before any work)
+                bar.stop()
+                raise _fail(str(exc)) from exc
         paths = exp.write(outcome.result, out_dir)
-    _print_correlations(exp, outcome.result)
+    _print_summary(exp, outcome.result)
     reused = f"; {outcome.n_skipped} of {outcome.n_cells} cells were already in the store" if outcome.n_skipped else ""
     console.print(f"finished in {outcome.seconds:.1f} s: {outcome.n_computed} cells computed{reused} (run {outcome.run_id})")
     for kind_, path in paths.items():
@@ -214,7 +317,7 @@ def show(
     store.close()
     console.print(f"[bold]{info['run_id']}[/bold] ({info['experiment']}, {info['status']}, {info['n_done']}/{info['n_cells']} cells)")
     typer.echo(dump_toml(result.config))
-    _print_correlations(exp, result)
+    _print_summary(exp, result)
     for label, err in getattr(result, "failed_cells", ()):
         console.print(f"[red]not in the results[/red] {escape(label)}: {escape(err)}")
 
@@ -280,6 +383,21 @@ def export(
 
         pq.write_table(pa.Table.from_pylist(rows), path)
     console.print(f"{len(rows)} rows of run {info['run_id']} -> {path}")
+
+
+def _print_summary(exp, result) -> None:
+    """The experiment's own console table when it declares one, then its correlations with the ground truth."""
+    own = getattr(exp, "summary_table", None)
+    if own is not None:
+        title, columns, rows = own(result)
+        table = Table(title=title)
+        for i, col in enumerate(columns):
+            table.add_column(col, justify="left" if i == 0 else "right")
+        for row in rows:
+            table.add_row(*[escape(str(v)) for v in row])
+        Console(width=max(console.width, 150)).print(table)  # unwrapped rows, even in a narrow pipe
+    if getattr(result, "correlations", None):
+        _print_correlations(exp, result)
 
 
 def _print_correlations(exp, result) -> None:

@@ -16,9 +16,7 @@ Features are taken at the input of the head layer (default: the module's last ``
 
 from __future__ import annotations
 
-import importlib
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._imports import ImportSpecError, import_object
 from .base import FeatureModel, _final_layer_candidates, wrap_model
 
 __all__ = ["ModelLoadError", "default_head", "import_object", "load_model", "load_state_dict"]
@@ -33,34 +32,8 @@ __all__ = ["ModelLoadError", "default_head", "import_object", "load_model", "loa
 _STATE_KEYS = ("state_dict", "model_state_dict", "model")
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(ImportSpecError):
     """A model, factory or weights file that cannot be used; the message says why and what to do."""
-
-
-def import_object(spec: str, what: str = "factory") -> Any:
-    """The object named by ``"package.module:attribute"`` (dotted attributes allowed after the colon)."""
-    if not isinstance(spec, str) or spec.count(":") != 1:
-        raise ModelLoadError(
-            f"{what} must be written 'package.module:name' (e.g. 'mymodels:build_net'), got {spec!r}"
-        )
-    module_name, attr = spec.split(":")
-    if not module_name or not attr:
-        raise ModelLoadError(f"{what} {spec!r} needs both a module and a name around the colon")
-    cwd = os.getcwd()
-    if cwd not in sys.path:  # as `python -m` does: a user's own file in the current folder is importable
-        sys.path.insert(0, cwd)
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ModelLoadError(
-            f"cannot import module {module_name!r} for {what} {spec!r}: {exc}. Run from the folder that holds "
-            "it or put it on PYTHONPATH"
-        ) from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ModelLoadError(f"module {module_name!r} has no attribute {attr!r} (named by {what} {spec!r})")
-        obj = getattr(obj, part)
-    return obj
 
 
 def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -144,7 +117,10 @@ def load_model(
         module = factory
         where = type(factory).__name__
     else:
-        fn = import_object(factory)
+        try:
+            fn = import_object(factory)
+        except ImportSpecError as exc:
+            raise ModelLoadError(str(exc)) from None
         if not callable(fn):
             raise ModelLoadError(f"{factory!r} is a {type(fn).__name__}, not a callable that builds a model")
         try:
