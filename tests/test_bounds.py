@@ -106,7 +106,9 @@ def test_saturating_attack_in_the_task_box_warns(digits, models):
 @pytest.mark.filterwarnings("ignore::transferlens.training.TrainingWarning")
 def test_e2_measurement_uses_the_target_task_bounds(monkeypatch):
     """E2 attacks stay in the target task's box when the threat model sets none (MNIST-1D itself has none)."""
-    real_task = e2.mnist1d_task
+    from transferlens.experiments import _zoo
+
+    real_task = _zoo.mnist1d_task
     tasks = []
 
     def bounded_task(*args, **kwargs):
@@ -125,7 +127,7 @@ def test_e2_measurement_uses_the_target_task_bounds(monkeypatch):
         seen.append((x, kwargs.get("bounds")))
         return real_transferability(source, target, x, y, **kwargs)
 
-    monkeypatch.setattr(e2, "mnist1d_task", bounded_task)
+    monkeypatch.setattr(_zoo, "mnist1d_task", bounded_task)  # where E2's tasks are generated
     monkeypatch.setattr(e2, "transferability", spy)
     cfg = E2Config(
         source_domains=("reference", "shuffled"), architectures=("mlp", "cnn1d"), num_samples=200, n_eval=20,

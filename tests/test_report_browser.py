@@ -195,3 +195,14 @@ def test_select_report_in_chromium(tmp_path, monkeypatch):
                        verified=("plain", "blur", "untrained"), n_boot=100)
     page = write_select(execute(EXPERIMENT, cfg).result, tmp_path / "select")["report"]
     _check(page, tmp_path, n_figures=1)  # the scatter of the ranking score against the verified accuracy
+
+
+def test_selection_report_in_chromium(tmp_path):
+    from transferlens.experiments.selection import EXPERIMENT, QUICK, SelectionConfig, write_selection
+    from transferlens.runs.config import build_config
+    from transferlens.runs.runner import execute
+
+    cfg = build_config(SelectionConfig, defaults={**QUICK, "mnist1d_targets": [], "ground_truths": ["linear_probe"],
+                                                  "alpha": False, "half_samples": 2})
+    page = write_selection(execute(EXPERIMENT, cfg).result, tmp_path / "e4")["report"]
+    _check(page, tmp_path, n_figures=1)  # the heat map of weighted tau (predictors x targets)

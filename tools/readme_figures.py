@@ -9,7 +9,8 @@ Every table of measured numbers in README.md sits between two markers::
 and is rebuilt from the ``summary.json`` / ``results.csv`` of a run folder. ``make readme-figures`` runs
 the experiments and calls this script; ``--check`` only reports whether the README is up to date.
 
-    python tools/readme_figures.py --e2 runs/readme-e2 --e2-paper runs/readme-e2-paper --e1 runs/readme-e1
+    python tools/readme_figures.py --e2 runs/readme-e2 --e2-paper runs/readme-e2-paper --e1 runs/readme-e1 \\
+        --select runs/readme-select --e4 runs/readme-e4
 """
 
 from __future__ import annotations
@@ -136,6 +137,56 @@ def paper_table(summary: dict[str, Any]) -> str:
     return _table(["metric (paper preset)", "Spearman", "95% CI"], rows) + "\n" + _run_line(summary)
 
 
+def _score(v: Any) -> str:
+    if v is None:
+        return "-"
+    v = float(v)
+    if v.is_integer() and abs(v) >= 100:
+        return str(int(v))
+    return f"{v:.3g}" if abs(v) >= 1e4 or (v != 0 and abs(v) < 1e-3) else f"{v:.3f}"
+
+
+def select_table(summary: dict[str, Any]) -> str:
+    """`transferlens select`: one row per estimator, candidates as columns (best first by rank_by)."""
+    ranking = summary["ranking"]
+    header = ["estimator", "better", *[r["name"] for r in ranking], "time (s)"]
+    body = []
+    for e in summary["estimators"]:
+        n = e["name"]
+        cells = [f"{_score(r['scores'].get(n))} ({r['ranks'].get(n, '-')})" if r["scores"].get(n) is not None else "-"
+                 for r in ranking]
+        body.append([n, "higher" if e["greater_is_better"] else "lower", *cells, f"{e['seconds']:.2f}"])
+    if any(r["verified_accuracy"] is not None for r in ranking):
+        body.append(["**verified accuracy**", "higher", *[_num(r["verified_accuracy"]) for r in ranking], ""])
+    return _table(header, body) + "\n" + _run_line(summary)
+
+
+def e4_table(summary: dict[str, Any]) -> str:
+    """E4: weighted tau per target (linear probe) with its half-sample interval, the mean over targets for
+    each ground truth, and each predictor's time."""
+    targets = [t["name"] for t in summary["targets"]]
+    gts = summary["config"]["ground_truths"]
+    judged = {(j["target"], j["ground_truth"], j["predictor"]): j for j in summary["judged"]}
+    predictors = list(dict.fromkeys(j["predictor"] for j in summary["judged"]))
+    header = ["predictor", *[f"{t} (probe)" for t in targets], *[f"mean, {g.replace('_', ' ')}" for g in gts], "time (s)"]
+    body = []
+    for p in predictors:
+        row = [p]
+        for t in targets:
+            j = judged.get((t, gts[0], p)) or {}
+            ci = j.get("weighted_tau_ci")
+            row.append(_num(j.get("weighted_tau")) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
+        for g in gts:
+            vals = [judged.get((t, g, p), {}).get("weighted_tau") for t in targets]
+            row.append("-" if any(v is None for v in vals) else _num(sum(vals) / len(vals)))
+        row.append(f"{summary['seconds_per_predictor'].get(p, 0.0):.1f}")
+        body.append(row)
+    sizes = ", ".join(f"{t}: {n}" for t, n in summary["n_candidates"].items())
+    text = _table(header, body)
+    text += f"\nCandidates per target: {sizes}. Weighted tau (scipy's default weights), signed so that higher is better.\n"
+    return text + "\n" + _run_line(summary)
+
+
 def replace_blocks(text: str, blocks: dict[str, str]) -> tuple[str, list[str]]:
     """Replace the body of every ``figures:NAME`` block named in ``blocks``; returns the new text and the
     names found in the text that ``blocks`` did not cover."""
@@ -161,6 +212,8 @@ GENERATORS: dict[str, tuple[str, Callable[..., str]]] = {
     "e2-sources": ("e2", source_table),
     "e2-paper": ("e2_paper", lambda s, r: paper_table(s)),
     "e1-sweep": ("e1", e1_table),
+    "select-example": ("select", lambda s, r: select_table(s)),
+    "e4-selection": ("e4", lambda s, r: e4_table(s)),
 }
 
 
@@ -179,13 +232,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--e2", help="folder of a default E2 run (transferlens run)")
     ap.add_argument("--e2-paper", help="folder of an E2 run with --preset paper")
     ap.add_argument("--e1", help="folder of an E1 run (transferlens run synthetic)")
+    ap.add_argument("--select", help="folder of the README's transferlens select example run")
+    ap.add_argument("--e4", help="folder of an E4 run (transferlens run selection)")
     ap.add_argument("--check", action="store_true", help="only report whether the README matches the runs")
     args = ap.parse_args(argv)
     readme = Path(args.readme)
     text = readme.read_text()
-    blocks = build_blocks({"e2": args.e2, "e2_paper": args.e2_paper, "e1": args.e1})
+    blocks = build_blocks({"e2": args.e2, "e2_paper": args.e2_paper, "e1": args.e1, "select": args.select, "e4": args.e4})
     if not blocks:
-        ap.error("pass at least one run folder (--e2, --e2-paper, --e1)")
+        ap.error("pass at least one run folder (--e2, --e2-paper, --e1, --select, --e4)")
     new, untouched = replace_blocks(text, blocks)
     missing = sorted(set(blocks) - set(block_names(text)))
     if missing:

@@ -1,7 +1,8 @@
 """transferlens: measure and predict how well what one neural network learned carries over to another.
 
 Adversarial transferability (alpha metrics of Liang et al., ICML 2021, attack-based and exact),
-knowledge transferability (linear probe, last-layer retraining, closed-form refit), and the standard
+knowledge transferability (linear probe, last-layer retraining, full fine-tuning, kNN, closed-form
+refit), and the standard
 transferability estimators (LogME, LEEP, NCE, H-score, TransRate, GBC, NC1, NCTI, SFDA, ...), on embedded
 data, with a CLI and an HTML report.
 """
@@ -41,6 +42,7 @@ from .exact import (
     singular_directions,
 )
 from .experiments import E1Config, E1Result, E2Config, E2Result, run_e1, run_e2, write_e1, write_e2
+from .finetune import fine_tune, knn_transfer
 from .knowledge import KnowledgeResult, extract_features, linear_probe, refit_output_layer, retrain_last_layer
 from .models import CNN1D, CNN2D, MLP, FeatureModel, build_model, wrap_model
 from .models.load import ModelLoadError, load_model
@@ -60,7 +62,7 @@ except ImportError:  # PackageNotFoundError is an ImportError: a source tree tha
 __all__ = [
     "Estimator", "estimator_names", "get_estimator", "gbc", "h_score", "knn_accuracy", "leep",
     "linear_probe_accuracy", "logme", "nc1", "nce", "ncti", "param_count", "sfda", "shrinkage_h_score",
-    "source_accuracy", "transrate", "ModelLoadError", "load_model",
+    "source_accuracy", "transrate", "ModelLoadError", "load_model", "fine_tune", "knn_transfer",
     "ArgumentTypeError", "SaturationWarning", "TrainingWarning", "load_run",
     "ConsistencyCheck", "E1Config", "E1Result", "ExactTransferability", "MatchingDistance", "RegressionData",
     "SigmoidNet", "build_sigmoid_net", "check_consistency", "exact_attack", "exact_transferability",

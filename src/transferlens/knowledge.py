@@ -50,6 +50,9 @@ class KnowledgeResult:
     train_accuracy: float
     feature_dim: int
     options: dict[str, Any] = field(default_factory=dict)
+    # per test sample: whether the transferred model got it right (accuracy == test_correct.mean()); kept out
+    # of equality and of to_dict (an array), used to resample the test set for confidence intervals
+    test_correct: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -161,13 +164,15 @@ def linear_probe(model: nn.Module, task: Task, *, C: float = 1.0, max_iter: int 
     proba = np.zeros((len(z_te), task.num_classes))
     proba[:, clf.classes_] = clf.predict_proba(z_te)
     y_te = task.y_test.numpy()
+    correct = proba.argmax(1) == y_te
     return KnowledgeResult(
         method="linear_probe",
-        accuracy=float((proba.argmax(1) == y_te).mean()),
+        accuracy=float(correct.mean()),
         loss=float(log_loss(y_te, np.clip(proba, 1e-12, 1.0), labels=np.arange(task.num_classes))),
         train_accuracy=float(clf.score(scaler.transform(f_tr), task.y_train.numpy())),
         feature_dim=int(f_tr.shape[1]),
         options={"C": C, "max_iter": max_iter, "standardize": True},
+        test_correct=correct,
     )
 
 
@@ -204,13 +209,16 @@ def retrain_last_layer(
     with torch.no_grad():
         logits_te = head(f_te)
         train_acc = float((head(f_tr).argmax(1) == task.y_train).float().mean())
+    hits = logits_te.argmax(1) == task.y_test
+    correct = hits.numpy()
     return KnowledgeResult(
         method="last_layer",
-        accuracy=float((logits_te.argmax(1) == task.y_test).float().mean()),
+        accuracy=float(hits.float().mean()),
         loss=float(F.cross_entropy(logits_te, task.y_test)),
         train_accuracy=train_acc,
         feature_dim=int(f_tr.shape[1]),
         options={"steps": steps, "lr": lr, "weight_decay": weight_decay, "seed": seed},
+        test_correct=correct,
     )
 
 

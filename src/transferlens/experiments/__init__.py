@@ -4,8 +4,9 @@ from .base import REGISTRY, Experiment, experiment_names, get_experiment
 from .e1 import E1Config, E1Result, run_e1, write_e1
 from .e2 import E2Config, E2Result, SourceRecord, run_e2, write_e2
 from .select import Candidate, SelectConfig, SelectResult
+from .selection import SelectionConfig, SelectionResult
 
 __all__ = [
-    "Candidate", "E1Config", "E1Result", "SelectConfig", "SelectResult", "E2Config", "E2Result", "Experiment", "REGISTRY", "SourceRecord", "experiment_names",
+    "Candidate", "E1Config", "E1Result", "SelectConfig", "SelectResult", "SelectionConfig", "SelectionResult", "E2Config", "E2Result", "Experiment", "REGISTRY", "SourceRecord", "experiment_names",
     "get_experiment", "run_e1", "run_e2", "write_e1", "write_e2",
 ]

@@ -13,19 +13,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
-from .._torch import cpu_state, resolve_device
+from .._torch import resolve_device
 from .._validate import check_int, check_positive, check_seed
 from ..adversarial import DIRECTIONS, PRESETS, ThreatModel, Transferability, preset_threat, transferability
-from ..data.mnist1d import MNIST1D_DOMAINS, mnist1d_task
-from ..data.task import Task
+from ..data.mnist1d import MNIST1D_DOMAINS
 from ..evaluation import Correlation, correlate
 from ..knowledge import KnowledgeResult, linear_probe, retrain_last_layer
-from ..models import ARCHITECTURES, build_model
+from ..models import ARCHITECTURES
 from ..runs.context import CellOutput, Context
-from ..runs.spec import Cell, canonical_json, derive_seed
-from ..training import TrainConfig, TrainResult, fit
+from ..runs.spec import Cell
+from ..training import TrainConfig, TrainResult
+from . import _zoo
 from ._output import compact, environment, write_tables
 from .base import Experiment, register
 
@@ -201,45 +199,9 @@ def _grid(cfg: E2Config) -> list[Cell]:
     return cells
 
 
-def _task(ctx: Context, spec: dict[str, Any]) -> Task:
-    """The task of a spec, generated once per run (its seed derives from the spec)."""
-    key = ("task", canonical_json(spec))
-    if key not in ctx.cache:
-        seed = derive_seed(spec, "data")
-        ctx.cache[key] = mnist1d_task(spec["domain"], seed=seed, num_samples=spec["num_samples"])
-    return ctx.cache[key]
-
-
-def _train(cell: Cell, ctx: Context) -> CellOutput:
-    spec = cell.spec
-    task = _task(ctx, spec["task"])
-    regime = {k: v for k, v in spec["regime"].items() if k != "name"}
-    cfg = TrainConfig(**{**regime, "seed": cell.seed("train")})
-    model = build_model(spec["arch"], task.input_shape, task.num_classes, seed=cell.seed("init"))
-    tr = fit(model, task, cfg, device=ctx.device)
-    ctx.cache[("model", cell.key)] = model
-    return CellOutput(
-        results=[
-            ("test_accuracy", "", tr.test_accuracy), ("val_accuracy", "", tr.val_accuracy),
-            ("epochs_run", "", float(tr.epochs_run)), ("best_epoch", "", float(tr.best_epoch)),
-        ],
-        payload={"task": task.summary(), "train_loss": list(tr.train_loss), "val_loss": list(tr.val_loss)},
-        weights={"weights": cpu_state(model)},
-        value=tr,
-    )
-
-
-def _model(ctx: Context, key: str, spec: dict[str, Any]) -> torch.nn.Module:
-    """The trained model of a training cell: from this process, else rebuilt from the stored weights."""
-    cached = ctx.cache.get(("model", key))
-    if cached is not None:
-        return cached
-    task = _task(ctx, spec["task"])
-    model = build_model(spec["arch"], task.input_shape, task.num_classes)
-    model.load_state_dict(ctx.weights(key))
-    model.to(resolve_device(ctx.device)).eval()
-    ctx.cache[("model", key)] = model
-    return model
+_task = _zoo.task
+_train = _zoo.train_cell
+_model = _zoo.load_model
 
 
 def _measure(cell: Cell, ctx: Context) -> CellOutput:

@@ -1,0 +1,103 @@
+"""Tasks and trained models as cells, shared by the experiments (E2, the selection benchmark).
+
+A *task spec* is plain data naming a generated task: ``{"generator": "mnist1d", "domain", "num_samples",
+"draw", "seed"}`` or ``{"generator": "digits", "transform", "strength", "draw", "seed"}``; its data seed
+derives from the spec, so a source drawn from the target's domain (``draw = "source"``) is another sample.
+``"labels": "shuffled"`` permutes the training labels (a deliberately useless source).
+
+A *train cell* (kind ``"train"``) is ``{"task": task spec, "arch", "regime": {"name": "standard", **TrainConfig}}``
+or regime ``{"name": "untrained"}`` (the initialisation itself); its weights go into the store, so any
+experiment that needs the same model reads them instead of training again.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+
+from .._torch import cpu_state, resolve_device
+from ..data.digits import digits_task
+from ..data.mnist1d import mnist1d_task
+from ..data.task import Task
+from ..models import build_model
+from ..runs.context import CellOutput, Context
+from ..runs.spec import Cell, canonical_json, derive_seed
+from ..training import TrainConfig, TrainingWarning, fit
+
+__all__ = ["load_model", "task", "train_cell"]
+
+
+def _shuffled(t: Task, seed: int) -> Task:
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(t.y_train), generator=g)
+    return Task(
+        name=f"{t.name}-shuffled-labels", x_train=t.x_train, y_train=t.y_train[perm], x_test=t.x_test,
+        y_test=t.y_test, num_classes=t.num_classes, bounds=t.bounds,
+        description=f"{t.description} (training labels shuffled: nothing to learn)", meta={**t.meta, "labels": "shuffled"},
+    )
+
+
+def task(ctx: Context, spec: dict[str, Any]) -> Task:
+    """The task of a spec, generated once per run (its seed derives from the spec)."""
+    key = ("task", canonical_json(spec))
+    if key not in ctx.cache:
+        base = {k: v for k, v in spec.items() if k != "labels"}
+        seed = derive_seed(base, "data")
+        if spec.get("generator", "mnist1d") == "mnist1d":
+            t = mnist1d_task(spec["domain"], seed=seed, num_samples=spec["num_samples"])
+        elif spec["generator"] == "digits":
+            t = digits_task(spec["transform"], strength=spec["strength"], seed=seed, split_seed=seed)
+        else:
+            raise ValueError(f"unknown task generator {spec['generator']!r}")
+        if spec.get("labels") == "shuffled":
+            t = _shuffled(t, derive_seed(base, "labels"))
+        ctx.cache[key] = t
+    return ctx.cache[key]
+
+
+def train_cell(cell: Cell, ctx: Context) -> CellOutput:
+    """Train (or, for regime ``untrained``, only initialise) the cell's model; keep its weights."""
+    spec = cell.spec
+    t = task(ctx, spec["task"])
+    model = build_model(spec["arch"], t.input_shape, t.num_classes, seed=cell.seed("init"))
+    regime = dict(spec["regime"])
+    name = regime.pop("name")
+    if name == "untrained":
+        model.to(resolve_device(ctx.device)).eval()
+        x, y = t.x_test.to(resolve_device(ctx.device)), t.y_test.to(resolve_device(ctx.device))
+        with torch.no_grad():
+            acc = float((model(x).argmax(1) == y).float().mean())
+        ctx.cache[("model", cell.key)] = model
+        return CellOutput(results=[("test_accuracy", "", acc)], payload={"task": t.summary()},
+                          weights={"weights": cpu_state(model)}, value=None)
+    if name != "standard":
+        raise ValueError(f"unknown training regime {name!r}")
+    with warnings.catch_warnings():
+        if spec["task"].get("labels") == "shuffled":  # not improving is the point of this candidate
+            warnings.simplefilter("ignore", TrainingWarning)
+        tr = fit(model, t, TrainConfig(**{**regime, "seed": cell.seed("train")}), device=ctx.device)
+    ctx.cache[("model", cell.key)] = model
+    return CellOutput(
+        results=[
+            ("test_accuracy", "", tr.test_accuracy), ("val_accuracy", "", tr.val_accuracy),
+            ("epochs_run", "", float(tr.epochs_run)), ("best_epoch", "", float(tr.best_epoch)),
+        ],
+        payload={"task": t.summary(), "train_loss": list(tr.train_loss), "val_loss": list(tr.val_loss)},
+        weights={"weights": cpu_state(model)},
+        value=tr,
+    )
+
+
+def load_model(ctx: Context, key: str, spec: dict[str, Any]) -> torch.nn.Module:
+    """The model of a train cell: from this process, else rebuilt from the stored weights."""
+    cached = ctx.cache.get(("model", key))
+    if cached is not None:
+        return cached
+    t = task(ctx, spec["task"])
+    model = build_model(spec["arch"], t.input_shape, t.num_classes)
+    model.load_state_dict(ctx.weights(key))
+    model.to(resolve_device(ctx.device)).eval()
+    ctx.cache[("model", key)] = model
+    return model
