@@ -5,7 +5,8 @@
 The target is scikit-learn's digits rotated by up to 30 degrees (`digits:rotate`, strength 0.5), saved as
 a plain .npz (x_train, y_train, x_test, y_test). The candidates are the same small MLP
 (`examples.digits_models:small_mlp`) trained on other versions of digits (plain, blurred, flipped,
-inverted) and one left at its random initialisation. Seeds are fixed, so the files are the same on every
+inverted) and one left at its random initialisation; `reference.safetensors` is the MLP trained on the
+target itself (for the alpha metrics, `--reference`). Seeds are fixed, so the files are the same on every
 run on the same torch version.
 """
 
@@ -42,6 +43,12 @@ def main() -> None:
         print(f"{name:>7}: source test accuracy {result.test_accuracy:.3f} ({result.epochs_run} epochs)")
     torch.manual_seed(0)
     save_file(small_mlp().state_dict(), str(HERE / "weights" / "untrained.safetensors"))
+    # a model trained on the target itself: the reference the alpha metrics compare each candidate with
+    torch.manual_seed(1)
+    reference = tl.wrap_model(small_mlp(), "classifier")
+    result = tl.fit(reference, target, epochs=40, seed=1, device="cpu")
+    save_file(reference.module.state_dict(), str(HERE / "weights" / "reference.safetensors"))
+    print(f"reference: target test accuracy {result.test_accuracy:.3f} ({result.epochs_run} epochs)")
     print(f"wrote {HERE / 'target_rotate.npz'} and {HERE / 'weights'}/*.safetensors")
 
 

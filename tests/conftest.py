@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import os
+
 import pytest
 import torch
+from hypothesis import settings
 from threadpoolctl import threadpool_limits
+
+# Property tests draw the same examples on every run, so a green suite stays green (CI, a clean clone);
+# HYPOTHESIS_PROFILE=explore draws fresh ones to look for new counterexamples.
+settings.register_profile("reproducible", derandomize=True, deadline=None)
+settings.register_profile("explore", derandomize=False, deadline=None, max_examples=200)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "reproducible"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -97,3 +97,22 @@ def test_a_user_estimator_registers_and_a_nan_score_is_refused(monkeypatch):
                        greater_is_better=True, reference="me", summary="always NaN"))
     with pytest.raises(FloatingPointError, match="'broken' returned nan"):
         score("broken", features=np.zeros((2, 1)), labels=[0, 1])
+
+
+def test_alpha_metrics_are_registered_and_rank_the_reference_itself_first():
+    """A candidate identical to the reference suffers the reference's own attacks fully (alpha1 = 1); an
+    unrelated random network much less."""
+    from transferlens.alpha_scores import ALPHA_ESTIMATORS
+
+    torch.manual_seed(0)
+    reference = tl.build_model("mlp", (8,), 3, seed=0)
+    same = tl.build_model("mlp", (8,), 3, seed=0)
+    other = tl.build_model("mlp", (8,), 3, seed=5)
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(1))
+    for name in ALPHA_ESTIMATORS:
+        est = get_estimator(name)
+        assert est.needs == ("model", "reference", "inputs") and est.greater_is_better and name in estimator_names()
+        values = score_zoo(name, [{"model": same, "inputs": x, "reference": reference},
+                                  {"model": other, "inputs": x, "reference": reference}])
+        assert all(math.isfinite(v) for v in values) and values[0] > values[1], (name, values)
+    assert score("alpha1_t2s", model=same, reference=reference, inputs=x) == pytest.approx(1.0, abs=1e-6)

@@ -193,3 +193,36 @@ def test_the_readme_select_command_and_config_work_as_written(in_repo):
     summary = json.loads((in_repo / "from-config" / "summary.json").read_text())
     assert [e["name"] for e in summary["estimators"]] == ["logme", "gbc", "nc1", "source_accuracy"]
     assert sum(r["verified_accuracy"] is not None for r in summary["ranking"]) == 2
+
+
+def test_reference_adds_the_alpha_metrics(in_repo):
+    ref = "examples.digits_models:small_mlp@examples/weights/reference.safetensors"
+    res = _select(in_repo, "--reference", ref, "--estimators", "logme", "alpha1_t2s", "combined_s2t",
+                  names=("plain", "untrained", "flip"))
+    assert res.exit_code == 0, res.output
+    ranking = json.loads((in_repo / "out" / "summary.json").read_text())["ranking"]
+    for r in ranking:
+        assert 0 < r["scores"]["alpha1_t2s"] and r["scores"]["combined_s2t"] is not None
+    no_ref = _select(in_repo, "--estimators", "alpha1_t2s", out="noref")
+    assert no_ref.exit_code == 2 and "needs a reference model" in no_ref.output
+
+
+def test_a_candidate_that_cannot_take_the_target_inputs_fails_clearly(in_repo, tmp_path):
+    (tmp_path / "wrong_shape.py").write_text(
+        "from torch import nn\n\ndef build():\n    return nn.Sequential(nn.Linear(40, 16), nn.ReLU(), nn.Linear(16, 10))\n"
+    )
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        res = CliRunner().invoke(app, [
+            "select", "--target", "examples/target_rotate.npz", "--estimators", "logme", "--candidates",
+            *_candidates(("plain", "blur")), "bad=wrong_shape:build", "--store", str(tmp_path / "runs.db"),
+            "--out", str(tmp_path / "out"),
+        ])
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("wrong_shape", None)
+    assert res.exit_code == 1, res.output
+    assert "failed cell" in res.output and "extract bad" in res.output
+    assert "shape" in res.output  # the reason names the shape problem

@@ -8,6 +8,7 @@ data, with a CLI and an HTML report.
 """
 
 from ._validate import ArgumentTypeError
+from . import alpha_scores as _alpha_scores  # registers the alpha metrics as estimators  # noqa: F401
 from .adversarial import PRESETS, DirectionResult, SaturationWarning, SuccessRates, Transferability, transferability
 from .attacks import ThreatModel, fgsm, model_output, pgd
 from .data import DIGITS_TRANSFORMS, MNIST1D_DOMAINS, RegressionData, Task, digits_task, mnist1d_task, rbf_regression

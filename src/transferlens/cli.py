@@ -146,6 +146,7 @@ def select(
     sets: list[str] = typer.Option([], "--set", help="Override one option: --set key=value. Repeatable."),
     rank_by: Optional[str] = typer.Option(None, "--rank-by", help="The estimator that orders the table (default logme)."),
     verify: Optional[int] = typer.Option(None, "--verify", help="Transfer the top K candidates (linear probe on the target) and show how the ranking held up."),
+    reference: Optional[str] = typer.Option(None, "--reference", help="A model trained on the target, package.module:factory[@WEIGHTS]: adds the alpha metrics."),
     device: Optional[str] = typer.Option(None, "--device", help="auto (CUDA when available), cpu or cuda."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/<timestamp>/)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results in a non-empty --out folder."),
@@ -181,6 +182,8 @@ def select(
         for key, value in (("rank_by", rank_by), ("verify", verify), ("device", device)):
             if value is not None:
                 data[key] = value
+        if reference is not None:
+            data["reference"] = config_to_dict(parse_candidate(reference))
         data.update(overrides)
         cfg = build_config(exp.config_cls, defaults=data)
     except (ConfigError, ValueError, TypeError) as exc:
@@ -214,8 +217,13 @@ def _execute(exp, cfg, out_dir: Path, *, store_path: Optional[Path], fresh: bool
     its summary. ``finish(outcome, store)`` may return a new outcome (e.g. a second, verifying pass)."""
     from .runs.runner import RunInterrupted, execute
 
+    try:  # a config the grid cannot build is refused before the store is touched
+        exp.grid(cfg)
+        title = exp.describe(cfg)
+    except (ValueError, TypeError) as exc:
+        raise _fail(str(exc)) from exc
     store = _open_run_store(store_path, out_dir)
-    console.print(f"[bold]{escape(exp.describe(cfg))}[/bold]")
+    console.print(f"[bold]{escape(title)}[/bold]")
     with store, _thread_limit(threads):  # the limit covers writing too: summary.json records the threads in force
         with Progress(
             TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),

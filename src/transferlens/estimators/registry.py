@@ -17,7 +17,9 @@ Inputs an estimator may need (the keyword arguments its function takes):
 * ``labels`` -- the N target labels;
 * ``source_probs`` -- N x C_s softmax outputs of the candidate's own (source) head on the target samples;
 * ``source_accuracy`` -- the candidate's accuracy on its own source task;
-* ``model`` -- the candidate ``nn.Module`` itself.
+* ``model`` -- the candidate ``nn.Module`` itself;
+* ``reference`` -- a model trained on the target task (the alpha metrics compare the candidate with it);
+* ``inputs`` -- target samples to attack (the alpha metrics), with ``bounds`` of the input box if any.
 
 A *zoo-relative* estimator (NCTI) is only meaningful across a set of candidates: its function takes a
 list with one entry per candidate for each needed input (``labels`` excepted) and returns one score per
@@ -34,7 +36,7 @@ import numpy as np
 
 __all__ = ["INPUTS", "Estimator", "estimator_names", "get_estimator", "register", "score", "score_zoo"]
 
-INPUTS = ("features", "labels", "source_probs", "source_accuracy", "model")
+INPUTS = ("features", "labels", "source_probs", "source_accuracy", "model", "reference", "inputs")
 
 
 @dataclass(frozen=True)

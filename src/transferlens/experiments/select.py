@@ -90,7 +90,8 @@ class SelectConfig:
     inputs are available). ``rank_by`` orders the table; ``verify`` > 0 transfers the top ``verify``
     candidates by it with a linear probe (C = ``probe_C``); ``verified`` names candidates to transfer
     explicitly. ``target`` is an ``.npz`` path, ``package.module:factory`` or ``mnist1d:DOMAIN`` /
-    ``digits:TRANSFORM``, built with ``target_kwargs``."""
+    ``digits:TRANSFORM``, built with ``target_kwargs``. With a ``reference`` (a model trained on the target)
+    the alpha metrics score every candidate too, on ``n_eval`` test samples with the ``preset`` options."""
 
     target: str = ""
     target_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -100,6 +101,9 @@ class SelectConfig:
     verify: int = 0
     verified: tuple[str, ...] = ()
     probe_C: float = 1.0
+    reference: Candidate | None = None
+    n_eval: int = 500
+    preset: str = "theory"
     batch_size: int = 512
     n_boot: int = 1000
     seed: int = 0
@@ -107,6 +111,7 @@ class SelectConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "verify", check_int(self.verify, "verify", 0))
+        object.__setattr__(self, "n_eval", check_int(self.n_eval, "n_eval", 10))
         object.__setattr__(self, "batch_size", check_int(self.batch_size, "batch_size", 1))
         object.__setattr__(self, "n_boot", check_int(self.n_boot, "n_boot", 1))
         object.__setattr__(self, "probe_C", check_positive(self.probe_C, "probe_C"))
@@ -122,17 +127,27 @@ class SelectConfig:
         if unknown:
             raise ValueError(f"verified names {unknown} are not candidates; candidates: {labels}")
 
+    def available_inputs(self) -> set[str]:
+        have = {"features", "labels", "source_probs", "model"}
+        if self.candidates and all(c.source_accuracy is not None for c in self.candidates):
+            have.add("source_accuracy")
+        if self.reference is not None:
+            have |= {"reference", "inputs"}
+        return have
+
     def chosen_estimators(self) -> list[str]:
         """The estimators to run: those asked for, or every one whose inputs the candidates provide."""
-        have_acc = bool(self.candidates) and all(c.source_accuracy is not None for c in self.candidates)
-        names = list(self.estimators) or [
-            n for n in estimator_names() if "source_accuracy" not in get_estimator(n).needs or have_acc
-        ]
+        have = self.available_inputs()
+        names = list(self.estimators) or [n for n in estimator_names() if set(get_estimator(n).needs) <= have]
         if self.rank_by not in names:
             names.append(self.rank_by)
         for n in names:
-            if "source_accuracy" in get_estimator(n).needs and not have_acc:
+            missing = set(get_estimator(n).needs) - have
+            if "source_accuracy" in missing:
                 raise ValueError(f"estimator {n!r} needs every candidate's source_accuracy (set it in the config)")
+            if missing:
+                raise ValueError(f"estimator {n!r} needs a reference model trained on the target: pass --reference "
+                                 "package.module:factory@WEIGHTS (or set reference in the config)")
         return names
 
 
@@ -170,8 +185,16 @@ def _grid(cfg: SelectConfig) -> list[Cell]:
         cell = Cell.make("select.extract", {"target": target, "candidate": _candidate_spec(c)}, label=f"extract {c.label}")
         extracts[c.label] = cell
         cells.append(cell)
-    for name in cfg.chosen_estimators():
+    names = cfg.chosen_estimators()
+    alpha = [n for n in names if "reference" in get_estimator(n).needs]
+    for c in cfg.candidates if alpha else ():
+        spec = {"target": target, "candidate": _candidate_spec(c), "reference": _candidate_spec(cfg.reference),
+                "n_eval": cfg.n_eval, "preset": cfg.preset, "seed": cfg.seed}
+        cells.append(Cell.make("select.alpha", spec, label=f"alpha {c.label}"))
+    for name in names:
         est = get_estimator(name)
+        if "reference" in est.needs:
+            continue
         if est.zoo_relative:
             keys = [extracts[c.label].key for c in cfg.candidates]
             cells.append(Cell.make("select.zoo", {"target": target, "extracts": keys, "estimator": name,
@@ -276,6 +299,20 @@ def _zoo(cell: Cell, ctx: Context) -> CellOutput:
     return CellOutput(results=[(spec["estimator"], k, v) for k, v in zip(keys, values)], payload={"seconds": seconds})
 
 
+def _alpha(cell: Cell, ctx: Context) -> CellOutput:
+    from ..adversarial import transferability
+
+    spec = cell.spec
+    task = _task(spec["target"], ctx)
+    device = resolve_device(ctx.device)
+    model, reference = _model(spec["candidate"], ctx, device), _model(spec["reference"], ctx, device)
+    n = spec["n_eval"]
+    t0 = time.perf_counter()
+    tf = transferability(model, reference, task.x_test[:n], task.y_test[:n], preset=spec["preset"], seed=spec["seed"],
+                         bounds=task.bounds)
+    return CellOutput(results=[(m, "", float(v)) for m, v in tf.metrics().items()], payload={"seconds": time.perf_counter() - t0})
+
+
 def _verify(cell: Cell, ctx: Context) -> CellOutput:
     from ..knowledge import linear_probe
 
@@ -366,7 +403,8 @@ class Select(Experiment):
         return _grid(config)
 
     def run_cell(self, cell: Cell, ctx: Context) -> CellOutput:
-        run = {"select.extract": _extract, "select.score": _score, "select.zoo": _zoo, "select.verify": _verify}
+        run = {"select.extract": _extract, "select.score": _score, "select.zoo": _zoo, "select.verify": _verify,
+               "select.alpha": _alpha}
         return run[cell.kind](cell, ctx)
 
     def describe(self, config: SelectConfig) -> str:
@@ -385,7 +423,17 @@ class Select(Experiment):
         scores: dict[str, dict[str, float | None]] = {c.label: {} for c in config.candidates}
         times: dict[str, dict[str, float]] = {c.label: {} for c in config.candidates}
         est_seconds: dict[str, float] = {n: 0.0 for n in names}
+        alpha_names = [n for n in names if "reference" in get_estimator(n).needs]
         for cell in grid:
+            if cell.kind == "select.alpha" and cell.key in done:
+                who = cell.label.removeprefix("alpha ")
+                res = ctx.results(cell.key)
+                t = float(ctx.payload(cell.key).get("seconds", 0.0)) / len(alpha_names)
+                for n in alpha_names:
+                    scores[who][n] = res.get(n)
+                    times[who][n] = t
+                    est_seconds[n] += t
+                continue
             if cell.key not in done or cell.kind not in ("select.score", "select.zoo"):
                 continue
             res = ctx.results(cell.key)

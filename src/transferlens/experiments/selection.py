@@ -108,6 +108,8 @@ class SelectionConfig:
         for e in self.estimators:
             if e not in estimator_names():
                 raise ValueError(f"unknown estimator {e!r}; choose from {', '.join(estimator_names())}")
+            if not set(get_estimator(e).needs) <= {"features", "labels", "source_probs", "source_accuracy"}:
+                raise ValueError(f"estimators: {e!r} is not scored from features here (set alpha = true for the alpha metrics)")
         if not (self.mnist1d_targets or self.digits_targets):
             raise ValueError("no target task: set mnist1d_targets and/or digits_targets")
         if self.mnist1d_targets and (not self.mnist1d_sources or not self.mnist1d_archs):
@@ -125,7 +127,10 @@ class SelectionConfig:
     def chosen_estimators(self) -> list[str]:
         """Every registered estimator (or those asked for) except ``source_accuracy``-free trivial ones that
         cannot vary here; ``source_accuracy`` is the candidates' own test accuracy on their source task."""
-        return list(self.estimators) or [n for n in estimator_names() if n not in _NOT_PREDICTORS]
+        arrays = {"features", "labels", "source_probs", "source_accuracy"}  # the alpha metrics are measured apart
+        return list(self.estimators) or [
+            n for n in estimator_names() if n not in _NOT_PREDICTORS and set(get_estimator(n).needs) <= arrays
+        ]
 
     def predictors(self) -> list[str]:
         return self.chosen_estimators() + (list(ALPHA_METRICS) if self.alpha else [])
