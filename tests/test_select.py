@@ -226,3 +226,31 @@ def test_a_candidate_that_cannot_take_the_target_inputs_fails_clearly(in_repo, t
     assert res.exit_code == 1, res.output
     assert "failed cell" in res.output and "extract bad" in res.output
     assert "shape" in res.output  # the reason names the shape problem
+
+
+def test_built_in_architectures_are_candidates_too(in_repo, tmp_path):
+    import transferlens as tl
+
+    task = load_task("examples/target_rotate.npz")
+    paths = []
+    for i, arch in enumerate(("mlp", "cnn2d")):
+        model = tl.build_model(arch, task.input_shape, 7, seed=i)  # a 7-class source head: read from the weights
+        paths.append(tmp_path / f"{arch}.safetensors")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(paths[-1]))
+    res = CliRunner().invoke(app, [
+        "select", "--target", "examples/target_rotate.npz", "--estimators", "logme", "leep", "--candidates",
+        f"mlp@{paths[0]}", f"cnn2d@{paths[1]}", *_candidates(("plain",)),
+        "--store", str(tmp_path / "runs.db"), "--out", str(tmp_path / "out"),
+    ])
+    assert res.exit_code == 0, res.output
+    ranking = json.loads((tmp_path / "out" / "summary.json").read_text())["ranking"]
+    assert {r["name"] for r in ranking} == {"mlp@mlp", "cnn2d@cnn2d", "plain"}
+    assert all(r["scores"]["logme"] is not None and r["scores"]["leep"] is not None for r in ranking)
+    model = load_model("cnn2d", weights=paths[1], input_shape=task.input_shape)
+    assert model.num_outputs == 7
+    from transferlens.models.load import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="needs its number of classes"):
+        load_model("mlp", input_shape=task.input_shape)
+    with pytest.raises(ModelLoadError, match="pass input_shape"):
+        load_model("mlp", kwargs={"num_classes": 3})

@@ -58,9 +58,12 @@ class Candidate:
     source_accuracy: float | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.factory, str) or self.factory.count(":") != 1:
+        from ..models import ARCHITECTURES
+
+        if not isinstance(self.factory, str) or (self.factory.count(":") != 1 and self.factory not in ARCHITECTURES):
             raise ValueError(
-                f"candidate factory must be 'package.module:name', got {self.factory!r} (weights go in 'weights')"
+                f"candidate factory must be 'package.module:name' or a built-in architecture ({', '.join(ARCHITECTURES)}), "
+                f"got {self.factory!r} (weights go in 'weights')"
             )
         if self.source_accuracy is not None and not 0.0 <= float(self.source_accuracy) <= 1.0:
             raise ValueError(f"candidate source_accuracy must be a fraction in [0, 1], got {self.source_accuracy}")
@@ -69,7 +72,7 @@ class Candidate:
     def label(self) -> str:
         if self.name:
             return self.name
-        base = self.factory.split(":")[1]
+        base = self.factory.split(":")[-1]
         return f"{base}@{Path(self.weights).stem}" if self.weights else base
 
 
@@ -220,10 +223,11 @@ def _task(spec: dict[str, Any], ctx: Context) -> Task:
     return ctx.cache[key]
 
 
-def _model(spec: dict[str, Any], ctx: Context, device: torch.device):
+def _model(spec: dict[str, Any], ctx: Context, device: torch.device, task: Task):
     from ..models.load import load_model
 
-    model = load_model(spec["factory"], weights=spec["weights"], kwargs=spec["kwargs"], head=spec["head"])
+    model = load_model(spec["factory"], weights=spec["weights"], kwargs=spec["kwargs"], head=spec["head"],
+                       input_shape=task.input_shape)
     return model.to(device)
 
 
@@ -234,7 +238,7 @@ def _extract(cell: Cell, ctx: Context) -> CellOutput:
     task = _task(spec["target"], ctx)
     device = resolve_device(ctx.device)
     t0 = time.perf_counter()
-    model = _model(spec["candidate"], ctx, device)
+    model = _model(spec["candidate"], ctx, device, task)
     x = task.x_train
     feats = extract_features(model, x, batch_size=512)
     logits = []
@@ -305,7 +309,7 @@ def _alpha(cell: Cell, ctx: Context) -> CellOutput:
     spec = cell.spec
     task = _task(spec["target"], ctx)
     device = resolve_device(ctx.device)
-    model, reference = _model(spec["candidate"], ctx, device), _model(spec["reference"], ctx, device)
+    model, reference = _model(spec["candidate"], ctx, device, task), _model(spec["reference"], ctx, device, task)
     n = spec["n_eval"]
     t0 = time.perf_counter()
     tf = transferability(model, reference, task.x_test[:n], task.y_test[:n], preset=spec["preset"], seed=spec["seed"],
@@ -318,7 +322,7 @@ def _verify(cell: Cell, ctx: Context) -> CellOutput:
 
     spec = cell.spec
     task = _task(spec["target"], ctx)
-    model = _model(spec["candidate"], ctx, resolve_device(ctx.device))
+    model = _model(spec["candidate"], ctx, resolve_device(ctx.device), task)
     t0 = time.perf_counter()
     r = linear_probe(model, task, C=spec["C"])
     return CellOutput(

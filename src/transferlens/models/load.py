@@ -17,7 +17,7 @@ Features are taken at the input of the head layer (default: the module's last ``
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from torch import nn
 
 from .._imports import ImportSpecError, import_object
 from .base import FeatureModel, _final_layer_candidates, wrap_model
+from .zoo import ARCHITECTURES, build_model
 
 __all__ = ["ModelLoadError", "default_head", "import_object", "load_model", "load_state_dict"]
 
@@ -106,16 +107,37 @@ def load_model(
     weights: str | os.PathLike[str] | None = None,
     kwargs: Mapping[str, Any] | None = None,
     head: str | None = None,
+    input_shape: Sequence[int] | None = None,
 ) -> FeatureModel:
     """Build (``factory(**kwargs)``), load ``weights`` into, and wrap a candidate model; in eval mode.
 
-    ``factory`` is ``"package.module:name"`` or an ``nn.Module`` already built. ``head`` is the dotted name
-    of the output layer whose input gives the features (default: the last ``nn.Linear``; a
-    ``FeatureModel`` keeps its own ``features``).
+    ``factory`` is ``"package.module:name"``, a built-in zoo architecture (``mlp``, ``cnn1d``, ``cnn2d``:
+    built for ``input_shape``, with ``num_classes`` from ``kwargs`` or else from the weights' head), or an
+    ``nn.Module`` already built. ``head`` is the dotted name of the output layer whose input gives the
+    features (default: the last ``nn.Linear``; a ``FeatureModel`` keeps its own ``features``).
     """
+    state = None
     if isinstance(factory, nn.Module):
         module = factory
         where = type(factory).__name__
+    elif isinstance(factory, str) and factory in ARCHITECTURES:
+        options = dict(kwargs or {})
+        if weights is not None:
+            state = load_state_dict(weights)
+        if "num_classes" not in options:
+            if state is None or "head.weight" not in state:
+                raise ModelLoadError(
+                    f"a built-in {factory!r} needs its number of classes: pass kwargs num_classes=..., or weights "
+                    "saved from a transferlens zoo model (they hold head.weight)"
+                )
+            options["num_classes"] = int(state["head.weight"].shape[0])
+        if input_shape is None:
+            raise ModelLoadError(f"a built-in {factory!r} is built for the target's input shape; pass input_shape")
+        try:
+            module = build_model(factory, input_shape, **options)
+        except (TypeError, ValueError) as exc:
+            raise ModelLoadError(f"building {factory!r}: {exc}") from None
+        where = factory
     else:
         try:
             fn = import_object(factory)
@@ -131,7 +153,7 @@ def load_model(
     if not isinstance(module, nn.Module):
         raise ModelLoadError(f"{where!r} returned a {type(module).__name__}, not a torch.nn.Module")
     if weights is not None:
-        state = load_state_dict(weights)
+        state = state if state is not None else load_state_dict(weights)
         _check_matches(module, state, str(weights))
         module.load_state_dict(state)
     module.eval()
