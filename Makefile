@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_threads.py
 	$(PY) benchmarks/bench_store.py
 	$(PY) benchmarks/bench_estimators.py
+	$(PY) benchmarks/bench_training.py
 
 # Run the experiments the README quotes and regenerate its measured tables from them.
 readme-figures: $(STAMP)

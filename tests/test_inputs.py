@@ -84,6 +84,29 @@ CASES: list[tuple[str, str, str, Any, Callable[[Any], Any]]] = [
     ("TrainConfig", "weight_decay", "real0", 0.0, lambda v: tl.TrainConfig(weight_decay=v)),
     ("TrainConfig", "val_fraction", "real+", 0.2, lambda v: tl.TrainConfig(val_fraction=v)),
     ("retrain_last_layer", "weight_decay", "real0", 1e-4, lambda v: tl.retrain_last_layer(mlp(4, 3), TASK, steps=2, weight_decay=v)),
+    ("PGDAdversarial", "eps", "real+", 0.1, lambda v: tl.PGDAdversarial(eps=v)),
+    ("PGDAdversarial", "steps", "count", 3, lambda v: tl.PGDAdversarial(steps=v)),
+    ("PGDAdversarial", "step_size", "real+", 0.05, lambda v: tl.PGDAdversarial(step_size=v)),
+    ("PGDAdversarial", "random_start", "flag", True, lambda v: tl.PGDAdversarial(random_start=v)),
+    ("Trades", "eps", "real+", 0.1, lambda v: tl.Trades(eps=v)),
+    ("Trades", "steps", "count", 3, lambda v: tl.Trades(steps=v)),
+    ("Trades", "step_size", "real+", 0.05, lambda v: tl.Trades(step_size=v)),
+    ("Trades", "random_start", "flag", True, lambda v: tl.Trades(random_start=v)),
+    ("robust_accuracy", "model", "model", None, lambda v: tl.robust_accuracy(v, X, Y, THREAT)),
+    ("robust_accuracy", "seed", "seed", 3, lambda v: tl.robust_accuracy(mlp(4, 3), X, Y, THREAT, seed=v)),
+    ("robust_accuracy", "batch_size", "count", 4, lambda v: tl.robust_accuracy(mlp(4, 3), X, Y, THREAT, batch_size=v)),
+    ("distill", "teacher", "model", None, lambda v: tl.distill(v, mlp(4, 3), TASK, epochs=1, device="cpu")),
+    ("distill", "student", "model", None, lambda v: tl.distill(mlp(4, 3), v, TASK, epochs=1, device="cpu")),
+    ("distill", "temperature", "real+", 2.0, lambda v: tl.distill(mlp(4, 3), mlp(4, 3, seed=1), TASK, epochs=1, temperature=v, device="cpu")),
+    ("distill", "alpha", "real0", 0.0, lambda v: tl.distill(mlp(4, 3), mlp(4, 3, seed=1), TASK, epochs=1, alpha=v, device="cpu")),
+    ("distill", "epochs", "count", 1, lambda v: tl.distill(mlp(4, 3), mlp(4, 3, seed=1), TASK, epochs=v, device="cpu")),
+    ("distill", "lr", "real+", 1e-3, lambda v: tl.distill(mlp(4, 3), mlp(4, 3, seed=1), TASK, epochs=1, lr=v, device="cpu")),
+    ("distill", "batch_size", "count", 8, lambda v: tl.distill(mlp(4, 3), mlp(4, 3, seed=1), TASK, epochs=1, batch_size=v, device="cpu")),
+    ("distill", "val_fraction", "real+", 0.2, lambda v: tl.distill(mlp(4, 3), mlp(4, 3, seed=1), TASK, epochs=1, val_fraction=v, device="cpu")),
+    ("distill", "patience", "count", 2, lambda v: tl.distill(mlp(4, 3), mlp(4, 3, seed=1), TASK, epochs=1, patience=v, device="cpu")),
+    ("distill", "seed", "seed", 3, lambda v: tl.distill(mlp(4, 3), mlp(4, 3, seed=1), TASK, epochs=1, seed=v, device="cpu")),
+    ("forward_kl", "temperature", "real+", 2.0, lambda v: tl.forward_kl(X[:, :3], X[:, 1:], temperature=v)),
+    ("reverse_kl", "temperature", "real+", 2.0, lambda v: tl.reverse_kl(X[:, :3], X[:, 1:], temperature=v)),
     ("knn_transfer", "model", "model", None, lambda v: tl.knn_transfer(v, TASK)),
     ("knn_transfer", "k", "count", 3, lambda v: tl.knn_transfer(mlp(4, 3), TASK, k=v)),
     ("ThreatModel", "eps", "real+", 0.1, lambda v: tl.ThreatModel(eps=v)),
@@ -270,6 +293,7 @@ def test_normalised_values_are_plain_python_types() -> None:
 
 PARAMETER_KINDS = {
     "pca_dim", "folds", "a", "regression", "source_accuracy", "lr_backbone", "lr_head", "weight_decay", "val_fraction",
+    "teacher", "student", "temperature", "alpha",
     "eps", "steps", "step_size", "seed", "split_seed", "batch_size", "tol", "lr", "C", "max_iter", "level",
     "chunk_size", "k", "n_boot", "confidence", "num_samples", "n_samples", "epochs", "patience", "num_classes",
     "correct_only", "squared", "same_label_space", "random_start", "validate", "strength", "width", "n_eval",
@@ -279,7 +303,7 @@ PARAMETER_KINDS = {
 RESULT_TYPES = {
     "ConsistencyCheck", "Correlation", "DirectionResult", "E1Result", "E2Result", "ExactTransferability",
     "KnowledgeResult", "MatchingDistance", "RegressionData", "SuccessRates", "TrainResult", "Transferability",
-    "Task", "SigmoidNet", "MLP", "CNN1D", "CNN2D", "FeatureModel",
+    "Task", "SigmoidNet", "MLP", "CNN1D", "CNN2D", "FeatureModel", "DistillResult",
 }
 
 

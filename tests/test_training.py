@@ -269,8 +269,9 @@ def test_result_to_dict_json_serializable(trained: Trained) -> None:
     assert back["config"]["epochs"] == 10 and back["config"]["lr"] == 1e-2
     assert set(back) == {
         "task", "epochs_run", "best_epoch", "val_accuracy", "test_accuracy", "train_loss", "val_loss", "config",
-        "initial_val_loss",
+        "initial_val_loss", "regime",
     }
+    assert back["regime"] == {"name": "standard"}
 
 
 # --------------------------------------------------------------------------------------------- accuracy

@@ -43,12 +43,14 @@ from .exact import (
     singular_directions,
 )
 from .experiments import E1Config, E1Result, E2Config, E2Result, run_e1, run_e2, write_e1, write_e2
+from .distill import DistillResult, distill, forward_kl, reverse_kl
 from .finetune import fine_tune, knn_transfer
 from .knowledge import KnowledgeResult, extract_features, linear_probe, refit_output_layer, retrain_last_layer
 from .models import CNN1D, CNN2D, MLP, FeatureModel, build_model, wrap_model
 from .models.load import ModelLoadError, load_model
 from .models.sigmoid import SigmoidNet, build_sigmoid_net
 from .models.sources import perturbed_copy, random_direction
+from .regimes import PGDAdversarial, Regime, Standard, Trades, robust_accuracy
 from .runs.results import load_run
 from .training import TrainConfig, TrainingWarning, TrainResult, accuracy, fit
 from .training_regression import train_regression
@@ -64,6 +66,8 @@ __all__ = [
     "Estimator", "estimator_names", "get_estimator", "gbc", "h_score", "knn_accuracy", "leep",
     "linear_probe_accuracy", "logme", "nc1", "nce", "ncti", "param_count", "sfda", "shrinkage_h_score",
     "source_accuracy", "transrate", "ModelLoadError", "load_model", "fine_tune", "knn_transfer",
+    "PGDAdversarial", "Regime", "Standard", "Trades", "robust_accuracy", "DistillResult", "distill", "forward_kl",
+    "reverse_kl",
     "ArgumentTypeError", "SaturationWarning", "TrainingWarning", "load_run",
     "ConsistencyCheck", "E1Config", "E1Result", "ExactTransferability", "MatchingDistance", "RegressionData",
     "SigmoidNet", "build_sigmoid_net", "check_consistency", "exact_attack", "exact_transferability",

@@ -8,7 +8,8 @@ Objectives, maximised on the attacked model ``f`` (see the metrics reference):
 
 Every attack is batched and per-sample independent (a sample's result never depends on the rest of the
 batch), never modifies its input, runs the model in eval mode with parameter gradients off, and
-restores the model's previous mode afterwards.
+restores the model's previous mode afterwards. With ``random_start``, each sample's start is drawn by a
+counter-based generator (SplitMix64) keyed by ``seed`` and a hash of the sample's own bytes.
 
 ``delta = 0`` is a stationary point of ``deviation`` and ``kl`` (their gradient vanishes there), so
 without a random start those attacks begin from a tiny fixed probe: one pseudo-random direction drawn
@@ -20,10 +21,10 @@ singular direction of the model's Jacobian.
 from __future__ import annotations
 
 import warnings
-import zlib
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Literal
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -148,35 +149,117 @@ def _ascent(grad: torch.Tensor, threat: ThreatModel) -> torch.Tensor:
     return grad / _view(n.clamp_min(1e-30), grad)
 
 
-def _sample_generators(x: torch.Tensor, seed: int) -> list[torch.Generator]:
-    """One generator per sample, seeded from ``seed`` and the sample's own values (CRC-32 of its bytes),
-    so a sample's random start is the same wherever it sits in a batch and whatever the batch holds."""
-    rows = x.detach().cpu().contiguous().reshape(len(x), -1).numpy()
-    base = (seed * 0x9E3779B97F4A7C15) % (1 << 63)
-    return [torch.Generator().manual_seed((base + zlib.crc32(r.tobytes())) % (1 << 63)) for r in rows]
+# Per-sample random starts: a counter-based generator (SplitMix64) in vectorised uint64 arithmetic, so a
+# whole batch is drawn at once while each sample's draw depends only on ``seed`` and the sample's bytes.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64's increment (2**64 / golden ratio, odd)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_CHUNK_WORDS = 1 << 21  # uint64 words per chunk of samples (bounds the temporaries to a few tens of MB)
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser, elementwise on a uint64 array (mod 2**64; a bijection); returns a new array:
+    ``z ^= z >> 30; z *= 0xBF58476D1CE4E5B9; z ^= z >> 27; z *= 0x94D049BB133111EB; z ^= z >> 31``."""
+    z = z ^ (z >> np.uint64(30))
+    z *= _MIX1
+    z ^= z >> np.uint64(27)
+    z *= _MIX2
+    z ^= z >> np.uint64(31)
+    return z
+
+
+def _counters(count: int) -> np.ndarray:
+    """``(j + 1) * GOLDEN mod 2**64`` for ``j = 0 .. count - 1`` (SplitMix64's state after ``j + 1`` steps from 0)."""
+    return np.arange(1, count + 1, dtype=np.uint64) * _GOLDEN
+
+
+def _sample_keys(x: torch.Tensor, seed: int) -> np.ndarray:
+    """One uint64 key per sample: ``mix(h ^ mix(seed + G))`` with ``h`` a hash of the sample's own bytes.
+
+    The bytes of each row (C order, native byte order), zero-padded to a multiple of 8, are read as
+    little-endian uint64 words ``w_k``; ``h = mix(nbytes + sum_k mix(w_k ^ mix((k + 1) * G)))`` (mod 2**64).
+    So a sample's key is the same wherever it sits in a batch and whatever the batch holds, and changing
+    any one word of a sample always changes ``h``.
+    """
+    rows = x.detach().cpu().contiguous().reshape(len(x), x[0].numel())
+    data = rows.view(torch.uint8).numpy()  # (N, nbytes), sharing x's memory when it is already on the CPU
+    nbytes = data.shape[1]
+    pad = -nbytes % 8
+    if pad:
+        data = np.concatenate([data, np.zeros((len(data), pad), np.uint8)], axis=1)
+    words = np.ascontiguousarray(data).view("<u8").astype(np.uint64, copy=False)
+    positions = _mix64(_counters(words.shape[1]))
+    seed_key = _mix64(np.array([seed], dtype=np.uint64) + _GOLDEN)
+    step = max(1, _CHUNK_WORDS // max(1, words.shape[1]))
+    h = np.concatenate(
+        [_mix64(words[i : i + step] ^ positions).sum(axis=1, dtype=np.uint64) for i in range(0, len(words), step)]
+    )
+    return _mix64(_mix64(h + np.uint64(nbytes)) ^ seed_key)
+
+
+def _uniforms(keys: np.ndarray, count: int) -> np.ndarray:
+    """``(len(keys), count)`` float64 uniforms in [0, 1): ``U[i, j] = (mix(key_i + (j + 1) * G) >> 11) * 2**-53``,
+    i.e. the first ``count`` outputs of SplitMix64 seeded with ``key_i``, at 53 bits each."""
+    u = _mix64(keys[:, None] + _counters(count)[None, :])
+    return (u >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def _normals(u: np.ndarray, n: int) -> np.ndarray:
+    """``n`` standard normals per row by Box-Muller on the uniform pairs ``(u[:, 2t], u[:, 2t + 1])``:
+    ``z[2t] = r cos(theta)``, ``z[2t + 1] = r sin(theta)`` with ``r = sqrt(-2 log(1 - u[2t]))``,
+    ``theta = 2 pi u[2t + 1]``; needs ``2 * ceil(n / 2)`` columns of ``u`` (an odd ``n`` drops the last sine)."""
+    pairs = (n + 1) // 2
+    r = np.sqrt(-2.0 * np.log(1.0 - np.ascontiguousarray(u[:, 0 : 2 * pairs : 2])))
+    theta = (2.0 * np.pi) * np.ascontiguousarray(u[:, 1 : 2 * pairs : 2])
+    z = np.empty((len(u), 2 * pairs))
+    z[:, 0::2] = r * np.cos(theta)
+    z[:, 1::2] = r * np.sin(theta)
+    return z[:, :n]
+
+
+def _random_start(x: torch.Tensor, threat: ThreatModel, seed: int) -> torch.Tensor:
+    """Random start of every sample, drawn in float64 from the sample's key (:func:`_sample_keys`).
+
+    ``linf``: ``eps * (2 U[j] - 1)`` for element ``j``. ``l2``: ``eps * U[2p] ** (1 / n) * z / ||z||_2``
+    with ``z`` the ``n`` Box-Muller normals of ``U[0 .. 2p - 1]`` (:func:`_normals`, ``p = ceil(n / 2)``):
+    uniform in the ball. ``U`` is the sample's row of :func:`_uniforms`; the draw is cast to ``x.dtype`` at the end.
+    """
+    n = x[0].numel()
+    if n == 0:
+        return torch.zeros_like(x)
+    keys = _sample_keys(x, seed)
+    out = np.empty((len(x), n))
+    step = max(1, _CHUNK_WORDS // (n + 2))
+    for i in range(0, len(x), step):  # chunks of samples, to bound the memory of the temporaries
+        k = keys[i : i + step]
+        if threat.norm == "linf":
+            out[i : i + step] = (_uniforms(k, n) * 2.0 - 1.0) * threat.eps
+        else:
+            pairs = (n + 1) // 2
+            u = _uniforms(k, 2 * pairs + 1)
+            z = _normals(u, n)
+            radius = threat.eps * u[:, 2 * pairs] ** (1.0 / n)
+            norm = np.maximum(np.sqrt((z * z).sum(axis=1)), 1e-30)
+            out[i : i + step] = z * (radius / norm)[:, None]
+    return torch.from_numpy(out).reshape(x.shape).to(x.device, x.dtype)
 
 
 def _start(x: torch.Tensor, threat: ThreatModel, objective: str, seed: int) -> torch.Tensor:
-    """Initial perturbation for every sample of ``x``; each sample's depends only on itself and ``seed``."""
+    """Initial perturbation for every sample of ``x``, on ``x``'s device and in its dtype.
+
+    With ``random_start`` each sample's is drawn from a counter-based generator keyed by ``seed`` and the
+    sample's own bytes (:func:`_random_start`), so it depends only on the sample and ``seed``; otherwise
+    it is zero (``ce``) or the fixed probe shared by every sample (see the module docstring).
+    """
     shape = x.shape
     if threat.random_start:
-        n = x[0].numel()
-        starts = []
-        for gen in _sample_generators(x, seed):
-            if threat.norm == "linf":
-                d = (torch.rand(shape[1:], generator=gen, dtype=torch.float64) * 2 - 1) * threat.eps
-            else:
-                g = torch.randn(shape[1:], generator=gen, dtype=torch.float64)
-                r = torch.rand((), generator=gen, dtype=torch.float64) ** (1.0 / n)
-                d = g / g.norm().clamp_min(1e-30) * (r * threat.eps)
-            starts.append(d)
-        return torch.stack(starts).to(x.dtype)
+        return _random_start(x, threat, seed)
     if objective == "ce":
         return torch.zeros_like(x)
     gen = torch.Generator().manual_seed(seed)
     probe = torch.rand(shape[1:], generator=gen, dtype=torch.float64) * 2 - 1
     probe = probe / (probe.abs().max() if threat.norm == "linf" else probe.norm())
-    return (PROBE_SCALE * threat.eps * probe).to(x.dtype).expand(shape).clone()
+    return (PROBE_SCALE * threat.eps * probe).to(x.device, x.dtype).expand(shape).clone()
 
 
 def _objective_fn(model: nn.Module, objective: str, output: str, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -16,6 +16,7 @@ from ._torch import batched_apply, frozen_eval, model_device, model_dtype, resol
 from ._validate import check_int, check_labels, check_model, check_positive, check_real, check_seed, model_outputs_2d
 from .attacks import validate_inputs
 from .data.task import Task, check_task
+from .regimes import Regime, Standard
 
 # A training loss this many times above the untrained model's is divergence, even while it stays finite.
 DIVERGENCE_FACTOR = 100.0
@@ -61,6 +62,7 @@ class TrainResult:
     val_loss: tuple[float, ...]
     config: TrainConfig = field(default_factory=TrainConfig)
     initial_val_loss: float | None = None
+    regime: dict[str, Any] = field(default_factory=lambda: {"name": "standard"})
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -89,15 +91,22 @@ def fit(
     *,
     device: str | torch.device = "auto",
     on_epoch: Callable[[int, float, float], None] | None = None,
+    regime: Regime | None = None,
     **overrides: Any,
 ) -> TrainResult:
-    """Train ``model`` on ``task`` with Adam and cross-entropy; keep the weights of the best validation loss.
+    """Train ``model`` on ``task`` with Adam; keep the weights of the best validation loss.
 
-    A fraction ``val_fraction`` of the training split (drawn from ``seed``) is held out for early stopping.
-    ``on_epoch(epoch, train_loss, val_loss)`` is called after each epoch (for progress display).
-    The model is left in eval mode on ``device``.
+    ``regime`` supplies the per-batch loss (:mod:`transferlens.regimes`: ``Standard()`` cross-entropy, the
+    default; ``PGDAdversarial(eps=...)``; ``Trades(beta=..., eps=...)``); early stopping always uses the
+    clean validation cross-entropy. A fraction ``val_fraction`` of the training split (drawn from ``seed``)
+    is held out. ``on_epoch(epoch, train_loss, val_loss)`` is called after each epoch (for progress
+    display). The model is left in eval mode on ``device``.
     """
     check_model(model)
+    if regime is None:
+        regime = Standard()
+    if not isinstance(regime, Regime):
+        raise TypeError(f"regime must be a transferlens Regime (Standard, PGDAdversarial, Trades), got {type(regime).__name__}")
     check_task(task)
     if config is not None and not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}; or pass options as keywords")
@@ -108,6 +117,7 @@ def fit(
         if unknown:
             raise TypeError(f"unknown training option(s) {unknown}; valid options: {valid}")
         cfg = TrainConfig(**{**asdict(cfg), **overrides})
+    regime.check_bounds(task.bounds)
     dev = resolve_device(device)
     model.to(dev)
     with frozen_eval(model):  # the shape check must not touch BatchNorm statistics
@@ -142,7 +152,11 @@ def fit(
                 total = 0.0
                 for i in range(0, len(order), cfg.batch_size):
                     idx = order[i : i + cfg.batch_size]
-                    loss = F.cross_entropy(model(x_tr[idx]), y_tr[idx])
+                    if isinstance(regime, Standard):
+                        loss = F.cross_entropy(model(x_tr[idx]), y_tr[idx])
+                    else:  # the attack's seed: the training seed, the epoch and the batch
+                        batch_seed = hash((cfg.seed, epoch, i)) % (1 << 62)
+                        loss = regime.loss(model, x_tr[idx], y_tr[idx], batch_seed, task.bounds)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -191,4 +205,5 @@ def fit(
         val_loss=tuple(val_hist),
         config=cfg,
         initial_val_loss=initial_loss,
+        regime=regime.to_dict(),
     )

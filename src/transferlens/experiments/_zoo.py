@@ -5,13 +5,15 @@ A *task spec* is plain data naming a generated task: ``{"generator": "mnist1d", 
 derives from the spec, so a source drawn from the target's domain (``draw = "source"``) is another sample.
 ``"labels": "shuffled"`` permutes the training labels (a deliberately useless source).
 
-A *train cell* (kind ``"train"``) is ``{"task": task spec, "arch", "regime": {"name": "standard", **TrainConfig}}``
-or regime ``{"name": "untrained"}`` (the initialisation itself); its weights go into the store, so any
-experiment that needs the same model reads them instead of training again.
+A *train cell* (kind ``"train"``) is ``{"task": task spec, "arch", "regime": {"name": ..., **regime options,
+**TrainConfig}}`` with a regime of :mod:`transferlens.regimes` (``standard``, ``pgd_at``, ``trades``), or
+``{"name": "untrained"}`` (the initialisation itself); its weights go into the store, so any experiment that
+needs the same model reads them instead of training again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any
 
@@ -24,6 +26,7 @@ from ..data.task import Task
 from ..models import build_model
 from ..runs.context import CellOutput, Context
 from ..runs.spec import Cell, canonical_json, derive_seed
+from ..regimes import REGIMES, regime_from_dict
 from ..training import TrainConfig, TrainingWarning, fit
 
 __all__ = ["load_model", "task", "train_cell"]
@@ -72,12 +75,15 @@ def train_cell(cell: Cell, ctx: Context) -> CellOutput:
         ctx.cache[("model", cell.key)] = model
         return CellOutput(results=[("test_accuracy", "", acc)], payload={"task": t.summary()},
                           weights={"weights": cpu_state(model)}, value=None)
-    if name != "standard":
-        raise ValueError(f"unknown training regime {name!r}")
+    if name not in REGIMES:
+        raise ValueError(f"unknown training regime {name!r}; choose one of {sorted(REGIMES)} or 'untrained'")
+    own = {f.name for f in dataclasses.fields(REGIMES[name])}
+    rg = regime_from_dict({"name": name, **{k: v for k, v in regime.items() if k in own}})
+    train_options = {k: v for k, v in regime.items() if k not in own}
     with warnings.catch_warnings():
         if spec["task"].get("labels") == "shuffled":  # not improving is the point of this candidate
             warnings.simplefilter("ignore", TrainingWarning)
-        tr = fit(model, t, TrainConfig(**{**regime, "seed": cell.seed("train")}), device=ctx.device)
+        tr = fit(model, t, TrainConfig(**{**train_options, "seed": cell.seed("train")}), device=ctx.device, regime=rg)
     ctx.cache[("model", cell.key)] = model
     return CellOutput(
         results=[
