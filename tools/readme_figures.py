@@ -10,7 +10,7 @@ and is rebuilt from the ``summary.json`` / ``results.csv`` of a run folder. ``ma
 the experiments and calls this script; ``--check`` only reports whether the README is up to date.
 
     python tools/readme_figures.py --e2 runs/readme-e2 --e2-paper runs/readme-e2-paper --e1 runs/readme-e1 \\
-        --select runs/readme-select --e4 runs/readme-e4
+        --select runs/readme-select --e4 runs/readme-e4 --e5 runs/readme-e5
 """
 
 from __future__ import annotations
@@ -187,6 +187,23 @@ def e4_table(summary: dict[str, Any]) -> str:
     return text + "\n" + _run_line(summary)
 
 
+def robust_table(summary: dict[str, Any]) -> str:
+    """E5: per regime and target, means over seeds with their intervals; then each robust regime vs standard."""
+    def cell(m: dict[str, Any], k: str) -> str:
+        lo, hi = m[f"{k}_ci"]
+        return f"{m[k]:.3f} [{lo:.3f}, {hi:.3f}]"
+
+    keys = ("source_accuracy", "robust_accuracy", "probe_accuracy", "fine_tune_accuracy", "alpha1_t2s")
+    header = ["regime", "target", "clean accuracy (source)", "PGD accuracy (source)", "linear probe", "fine-tune",
+              "alpha1_t2s"]
+    body = [[m["regime"], m["target"], *[cell(m, k) for k in keys]] for m in summary["means"]]
+    text = _table(header, body)
+    comp = [[c["regime"], c["target"], c["metric"].replace("_", " "), f"{c['difference']:+.3f}",
+             f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]", c["verdict"]] for c in summary["comparisons"]]
+    text += "\n" + _table(["regime vs standard", "target", "metric", "difference", "95% interval", "higher than standard?"], comp)
+    return text + "\n" + _run_line(summary)
+
+
 def replace_blocks(text: str, blocks: dict[str, str]) -> tuple[str, list[str]]:
     """Replace the body of every ``figures:NAME`` block named in ``blocks``; returns the new text and the
     names found in the text that ``blocks`` did not cover."""
@@ -214,6 +231,7 @@ GENERATORS: dict[str, tuple[str, Callable[..., str]]] = {
     "e1-sweep": ("e1", e1_table),
     "select-example": ("select", lambda s, r: select_table(s)),
     "e4-selection": ("e4", lambda s, r: e4_table(s)),
+    "e5-robust": ("e5", lambda s, r: robust_table(s)),
 }
 
 
@@ -234,11 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--e1", help="folder of an E1 run (transferlens run synthetic)")
     ap.add_argument("--select", help="folder of the README's transferlens select example run")
     ap.add_argument("--e4", help="folder of an E4 run (transferlens run selection)")
+    ap.add_argument("--e5", help="folder of an E5 run (transferlens run robust)")
     ap.add_argument("--check", action="store_true", help="only report whether the README matches the runs")
     args = ap.parse_args(argv)
     readme = Path(args.readme)
     text = readme.read_text()
-    blocks = build_blocks({"e2": args.e2, "e2_paper": args.e2_paper, "e1": args.e1, "select": args.select, "e4": args.e4})
+    blocks = build_blocks({"e2": args.e2, "e2_paper": args.e2_paper, "e1": args.e1, "select": args.select, "e4": args.e4, "e5": args.e5})
     if not blocks:
         ap.error("pass at least one run folder (--e2, --e2-paper, --e1, --select, --e4)")
     new, untouched = replace_blocks(text, blocks)
