@@ -10,7 +10,8 @@ and is rebuilt from the ``summary.json`` / ``results.csv`` of a run folder. ``ma
 the experiments and calls this script; ``--check`` only reports whether the README is up to date.
 
     python tools/readme_figures.py --e2 runs/readme-e2 --e2-paper runs/readme-e2-paper --e1 runs/readme-e1 \\
-        --select runs/readme-select --e4 runs/readme-e4 --e5 runs/readme-e5
+        --select runs/readme-select --e4 runs/readme-e4 --e5 runs/readme-e5 \\
+        --e3 runs/readme-e3
 """
 
 from __future__ import annotations
@@ -204,6 +205,24 @@ def robust_table(summary: dict[str, Any]) -> str:
     return text + "\n" + _run_line(summary)
 
 
+def overlap_table(summary: dict[str, Any]) -> str:
+    """E3: per overlap level, means over seeds with intervals; then Spearman with overlap and the verdicts."""
+    keys = ("probe_accuracy", "last_layer_accuracy", "alpha1_s2t", "alpha1_t2s", "combined_s2t", "combined_t2s")
+
+    def cell(lv: dict[str, Any], k: str) -> str:
+        ci = lv.get(f"{k}_ci")
+        return "-" if lv.get(k) is None else f"{lv[k]:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+    body = [[f"{lv['overlap']:g}", *[cell(lv, k) for k in keys]] for lv in summary["levels"]]
+    text = _table(["overlap", *keys], body)
+    corr, verdicts = summary["correlations_with_overlap"], summary["verdicts"]
+    rows = [[m, _num(c["spearman"]), _ci(c["spearman_ci"]), verdicts.get(m, "-")] for m, c in corr.items()]
+    text += "\n" + _table(["metric", "Spearman with overlap", "95% CI", "verdict"], rows)
+    t = summary["target"]
+    text += (f"\nTarget classes {t.get('classes', '?')}; overlap = |S & T| / |T|; claim: **{summary['claim']['verdict']}**.\n")
+    return text + "\n" + _run_line(summary)
+
+
 def replace_blocks(text: str, blocks: dict[str, str]) -> tuple[str, list[str]]:
     """Replace the body of every ``figures:NAME`` block named in ``blocks``; returns the new text and the
     names found in the text that ``blocks`` did not cover."""
@@ -232,6 +251,7 @@ GENERATORS: dict[str, tuple[str, Callable[..., str]]] = {
     "select-example": ("select", lambda s, r: select_table(s)),
     "e4-selection": ("e4", lambda s, r: e4_table(s)),
     "e5-robust": ("e5", lambda s, r: robust_table(s)),
+    "e3-overlap": ("e3", lambda s, r: overlap_table(s)),
 }
 
 
@@ -253,11 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--select", help="folder of the README's transferlens select example run")
     ap.add_argument("--e4", help="folder of an E4 run (transferlens run selection)")
     ap.add_argument("--e5", help="folder of an E5 run (transferlens run robust)")
+    ap.add_argument("--e3", help="folder of an E3 run (transferlens run overlap)")
     ap.add_argument("--check", action="store_true", help="only report whether the README matches the runs")
     args = ap.parse_args(argv)
     readme = Path(args.readme)
     text = readme.read_text()
-    blocks = build_blocks({"e2": args.e2, "e2_paper": args.e2_paper, "e1": args.e1, "select": args.select, "e4": args.e4, "e5": args.e5})
+    blocks = build_blocks({"e2": args.e2, "e2_paper": args.e2_paper, "e1": args.e1, "select": args.select, "e4": args.e4, "e5": args.e5, "e3": args.e3})
     if not blocks:
         ap.error("pass at least one run folder (--e2, --e2-paper, --e1, --select, --e4)")
     new, untouched = replace_blocks(text, blocks)

@@ -6,8 +6,9 @@ from .e2 import E2Config, E2Result, SourceRecord, run_e2, write_e2
 from .select import Candidate, SelectConfig, SelectResult
 from .selection import SelectionConfig, SelectionResult
 from .robust import RobustConfig, RobustResult
+from .overlap import OverlapConfig, OverlapResult
 
 __all__ = [
-    "Candidate", "E1Config", "E1Result", "SelectConfig", "SelectResult", "SelectionConfig", "SelectionResult", "RobustConfig", "RobustResult", "E2Config", "E2Result", "Experiment", "REGISTRY", "SourceRecord", "experiment_names",
+    "Candidate", "E1Config", "E1Result", "SelectConfig", "SelectResult", "SelectionConfig", "SelectionResult", "RobustConfig", "RobustResult", "OverlapConfig", "OverlapResult", "E2Config", "E2Result", "Experiment", "REGISTRY", "SourceRecord", "experiment_names",
     "get_experiment", "run_e1", "run_e2", "write_e1", "write_e2",
 ]

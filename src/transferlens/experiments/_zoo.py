@@ -3,7 +3,11 @@
 A *task spec* is plain data naming a generated task: ``{"generator": "mnist1d", "domain", "num_samples",
 "draw", "seed"}`` or ``{"generator": "digits", "transform", "strength", "draw", "seed"}``; its data seed
 derives from the spec, so a source drawn from the target's domain (``draw = "source"``) is another sample.
-``"labels": "shuffled"`` permutes the training labels (a deliberately useless source).
+``"labels": "shuffled"`` permutes the training labels (a deliberately useless source). ``"classes": [ids]``
+keeps only the samples of those classes (both splits), *after* generating the full task with the seed of the
+spec without this key, so a restricted task is exactly a subset of the unrestricted one; labels keep their
+original ids and ``num_classes`` is unchanged (a model trained on classes {0, 1, 2} still has a 10-way head, so
+source and target outputs share one label space). A spec without ``"classes"`` gives the same task as before.
 
 A *train cell* (kind ``"train"``) is ``{"task": task spec, "arch", "regime": {"name": ..., **regime options,
 **TrainConfig}}`` with a regime of :mod:`transferlens.regimes` (``standard``, ``pgd_at``, ``trades``), or
@@ -42,11 +46,40 @@ def _shuffled(t: Task, seed: int) -> Task:
     )
 
 
+def _restricted(t: Task, classes: Any) -> Task:
+    """The samples of ``classes`` only (labels keep their ids, ``num_classes`` unchanged)."""
+    if isinstance(classes, (str, bytes)) or not isinstance(classes, (list, tuple)):
+        raise ValueError(f"task spec 'classes' must be a list of class ids, got {classes!r}")
+    ids = []
+    for c in classes:
+        if isinstance(c, bool) or not isinstance(c, int):
+            raise ValueError(f"task spec 'classes' must hold integer class ids, got {c!r} in {list(classes)!r}")
+        if not 0 <= c < t.num_classes:
+            raise ValueError(f"task spec 'classes': class {c} does not exist; {t.name} has classes 0..{t.num_classes - 1}")
+        ids.append(int(c))
+    if len(set(ids)) != len(ids) or len(ids) < 2:
+        raise ValueError(f"task spec 'classes' must name at least 2 distinct classes, got {list(classes)!r}")
+    keep = torch.tensor(sorted(ids))
+    tr, te = torch.isin(t.y_train, keep), torch.isin(t.y_test, keep)
+    for split, y, mask in (("train", t.y_train, tr), ("test", t.y_test, te)):
+        missing = sorted(set(ids) - set(y[mask].tolist()))
+        if missing:
+            raise ValueError(f"task {t.name}: its {split} split has no sample of class(es) {missing}; generate more samples")
+    tag = "".join(str(c) for c in sorted(ids)) if t.num_classes <= 10 else "-".join(str(c) for c in sorted(ids))
+    return Task(
+        name=f"{t.name}-c{tag}", x_train=t.x_train[tr], y_train=t.y_train[tr], x_test=t.x_test[te], y_test=t.y_test[te],
+        num_classes=t.num_classes, bounds=t.bounds,
+        description=f"{t.description}; classes {sorted(ids)} only (labels keep their ids, {t.num_classes}-way)",
+        meta={**t.meta, "classes": sorted(ids)},
+    )
+
+
 def task(ctx: Context, spec: dict[str, Any]) -> Task:
-    """The task of a spec, generated once per run (its seed derives from the spec)."""
+    """The task of a spec, generated once per run (its seed derives from the spec without ``labels`` and
+    ``classes``)."""
     key = ("task", canonical_json(spec))
     if key not in ctx.cache:
-        base = {k: v for k, v in spec.items() if k != "labels"}
+        base = {k: v for k, v in spec.items() if k not in ("labels", "classes")}
         seed = derive_seed(base, "data")
         if spec.get("generator", "mnist1d") == "mnist1d":
             t = mnist1d_task(spec["domain"], seed=seed, num_samples=spec["num_samples"])
@@ -54,6 +87,8 @@ def task(ctx: Context, spec: dict[str, Any]) -> Task:
             t = digits_task(spec["transform"], strength=spec["strength"], seed=seed, split_seed=seed)
         else:
             raise ValueError(f"unknown task generator {spec['generator']!r}")
+        if "classes" in spec:
+            t = _restricted(t, spec["classes"])
         if spec.get("labels") == "shuffled":
             t = _shuffled(t, derive_seed(base, "labels"))
         ctx.cache[key] = t
