@@ -37,7 +37,7 @@ bench: $(STAMP)
 
 # Run the experiments the README quotes and regenerate its measured tables from them.
 readme-figures: $(STAMP)
-	rm -rf runs/readme-e2 runs/readme-e2-paper runs/readme-e1 runs/readme-select runs/readme-e4 runs/readme-e5 runs/readme-e3
+	rm -rf runs/readme-e2 runs/readme-e2-paper runs/readme-e1 runs/readme-select runs/readme-e4 runs/readme-e5 runs/readme-e3 runs/readme-e6
 	$(VENV)/bin/transferlens run --out runs/readme-e2
 	$(VENV)/bin/transferlens run --preset paper --out runs/readme-e2-paper
 	$(VENV)/bin/transferlens run synthetic --out runs/readme-e1
@@ -46,8 +46,9 @@ readme-figures: $(STAMP)
 	$(VENV)/bin/transferlens run selection --out runs/readme-e4
 	$(VENV)/bin/transferlens run robust --out runs/readme-e5
 	$(VENV)/bin/transferlens run overlap --out runs/readme-e3
+	$(VENV)/bin/transferlens run distill --out runs/readme-e6
 	$(PY) tools/readme_figures.py --e2 runs/readme-e2 --e2-paper runs/readme-e2-paper --e1 runs/readme-e1 \
-	  --select runs/readme-select --e4 runs/readme-e4 --e5 runs/readme-e5 --e3 runs/readme-e3
+	  --select runs/readme-select --e4 runs/readme-e4 --e5 runs/readme-e5 --e3 runs/readme-e3 --e6 runs/readme-e6
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

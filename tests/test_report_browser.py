@@ -206,3 +206,18 @@ def test_selection_report_in_chromium(tmp_path):
                                                   "alpha": False, "half_samples": 2})
     page = write_selection(execute(EXPERIMENT, cfg).result, tmp_path / "e4")["report"]
     _check(page, tmp_path, n_figures=1)  # the heat map of weighted tau (predictors x targets)
+
+
+@pytest.mark.parametrize("name", ["robust", "overlap", "distill"])
+def test_study_reports_in_chromium(tmp_path, name):
+    """The quick E5, E3 and E6 reports: every figure the page declares renders, no console errors."""
+    from transferlens.experiments import get_experiment
+    from transferlens.runs.config import build_config
+    from transferlens.runs.runner import execute
+
+    exp = get_experiment(name)
+    result = execute(exp, build_config(exp.config_cls, defaults=exp.variants["quick"])).result
+    page = exp.write(result, tmp_path / name)["report"]
+    declared = page.read_text().count("<svg")
+    assert declared >= (0 if name == "robust" else 1)
+    _check(page, tmp_path, n_figures=declared)

@@ -11,7 +11,7 @@ the experiments and calls this script; ``--check`` only reports whether the READ
 
     python tools/readme_figures.py --e2 runs/readme-e2 --e2-paper runs/readme-e2-paper --e1 runs/readme-e1 \\
         --select runs/readme-select --e4 runs/readme-e4 --e5 runs/readme-e5 \\
-        --e3 runs/readme-e3
+        --e3 runs/readme-e3 --e6 runs/readme-e6
 """
 
 from __future__ import annotations
@@ -223,6 +223,28 @@ def overlap_table(summary: dict[str, Any]) -> str:
     return text + "\n" + _run_line(summary)
 
 
+def distill_table(summary: dict[str, Any]) -> str:
+    """E6: per setting (divergence x temperature, and the hard-label baseline), means over seeds with their
+    t-intervals; forward - reverse accuracy per temperature; how alpha1 tracks agreement."""
+    def cell(st: dict[str, Any], k: str) -> str:
+        ci = st.get(f"{k}_ci")
+        return f"{st[k]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+    keys = ("accuracy", "agreement", "kl_test", "alpha1_s2t", "alpha1_t2s")
+    body = [[st["setting"], *[cell(st, k) for k in keys]] for st in summary["settings"]]
+    text = _table(["setting", *keys], body)
+    comp = [[f"{c['temperature']:g}", c["metric"], f"{c['difference']:+.3f}",
+             f"[{c['difference_ci'][0]:+.3f}, {c['difference_ci'][1]:+.3f}]", c["verdict"]]
+            for c in summary["comparisons"]]
+    text += "\n" + _table(["T", "forward - reverse", "difference", "95% interval", "verdict"], comp)
+    corr = [[c["metric"], c["truth"], _num(c["spearman"]), _ci(c["spearman_ci"])] for c in summary["correlations"]
+            if c["metric"].startswith("alpha1")]
+    text += "\n" + _table(["metric", "against", "Spearman (all students)", "95% CI"], corr)
+    t = summary["teacher"]
+    text += f"\nTeacher: {t['architecture']}, test accuracy {t['test_accuracy']:.3f}.\n"
+    return text + "\n" + _run_line(summary)
+
+
 def replace_blocks(text: str, blocks: dict[str, str]) -> tuple[str, list[str]]:
     """Replace the body of every ``figures:NAME`` block named in ``blocks``; returns the new text and the
     names found in the text that ``blocks`` did not cover."""
@@ -252,6 +274,7 @@ GENERATORS: dict[str, tuple[str, Callable[..., str]]] = {
     "e4-selection": ("e4", lambda s, r: e4_table(s)),
     "e5-robust": ("e5", lambda s, r: robust_table(s)),
     "e3-overlap": ("e3", lambda s, r: overlap_table(s)),
+    "e6-distill": ("e6", lambda s, r: distill_table(s)),
 }
 
 
@@ -274,11 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--e4", help="folder of an E4 run (transferlens run selection)")
     ap.add_argument("--e5", help="folder of an E5 run (transferlens run robust)")
     ap.add_argument("--e3", help="folder of an E3 run (transferlens run overlap)")
+    ap.add_argument("--e6", help="folder of an E6 run (transferlens run distill)")
     ap.add_argument("--check", action="store_true", help="only report whether the README matches the runs")
     args = ap.parse_args(argv)
     readme = Path(args.readme)
     text = readme.read_text()
-    blocks = build_blocks({"e2": args.e2, "e2_paper": args.e2_paper, "e1": args.e1, "select": args.select, "e4": args.e4, "e5": args.e5, "e3": args.e3})
+    blocks = build_blocks({"e2": args.e2, "e2_paper": args.e2_paper, "e1": args.e1, "select": args.select, "e4": args.e4, "e5": args.e5, "e3": args.e3, "e6": args.e6})
     if not blocks:
         ap.error("pass at least one run folder (--e2, --e2-paper, --e1, --select, --e4)")
     new, untouched = replace_blocks(text, blocks)

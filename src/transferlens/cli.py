@@ -404,7 +404,8 @@ def _print_summary(exp, result) -> None:
         for row in rows:
             table.add_row(*[escape(str(v)) for v in row])
         Console(width=max(console.width, 150)).print(table)  # unwrapped rows, even in a narrow pipe
-    if getattr(result, "correlations", None):
+    corr = getattr(result, "correlations", None)
+    if isinstance(corr, dict) and corr and all(hasattr(c, "spearman") for c in corr.values()):
         _print_correlations(exp, result)
 
 

@@ -7,8 +7,9 @@ from .select import Candidate, SelectConfig, SelectResult
 from .selection import SelectionConfig, SelectionResult
 from .robust import RobustConfig, RobustResult
 from .overlap import OverlapConfig, OverlapResult
+from .distill_study import DistillConfig, DistillStudyResult
 
 __all__ = [
-    "Candidate", "E1Config", "E1Result", "SelectConfig", "SelectResult", "SelectionConfig", "SelectionResult", "RobustConfig", "RobustResult", "OverlapConfig", "OverlapResult", "E2Config", "E2Result", "Experiment", "REGISTRY", "SourceRecord", "experiment_names",
+    "Candidate", "E1Config", "E1Result", "SelectConfig", "SelectResult", "SelectionConfig", "SelectionResult", "RobustConfig", "RobustResult", "OverlapConfig", "OverlapResult", "DistillConfig", "DistillStudyResult", "E2Config", "E2Result", "Experiment", "REGISTRY", "SourceRecord", "experiment_names",
     "get_experiment", "run_e1", "run_e2", "write_e1", "write_e2",
 ]
