@@ -126,3 +126,28 @@ def uniform(
 def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """A detached CPU copy of the model's state dict (what a store saves as weights)."""
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+class BestWeights:
+    """Early stopping on a validation loss: keeps a copy of the weights of the best epoch so far (an
+    improvement must exceed ``min_delta``) and says when ``patience`` epochs have passed without one."""
+
+    def __init__(self, patience: int, min_delta: float = 1e-6) -> None:
+        self.patience, self.min_delta = patience, min_delta
+        self.loss, self.epoch, self.bad = float("inf"), 0, 0
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def update(self, model: nn.Module, loss: float, epoch: int) -> bool:
+        """Record epoch ``epoch``'s validation ``loss``; True when training should stop."""
+        if loss < self.loss - self.min_delta:
+            self.loss, self.epoch, self.bad = loss, epoch, 0
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return False
+        self.bad += 1
+        return self.bad >= self.patience
+
+    def restore(self, model: nn.Module) -> None:
+        """Load the best epoch's weights into ``model``."""
+        if self.state is None:
+            raise RuntimeError("no epoch was recorded; call update() after each epoch")
+        model.load_state_dict(self.state)

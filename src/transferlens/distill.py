@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._torch import batched_apply, cpu_generator, model_dtype, resolve_device, seeded
+from ._torch import BestWeights, batched_apply, cpu_generator, model_dtype, resolve_device, seeded
 from ._validate import (
     as_float_tensor,
     check_choice,
@@ -302,7 +302,7 @@ def distill(
             p.requires_grad_(True)
     opt = torch.optim.Adam([p for p in work.parameters() if p.requires_grad], lr=lr)
 
-    best_loss, best_state, best_epoch, bad, epochs_run = math.inf, None, 0, 0, 0
+    best, epochs_run = BestWeights(patience), 0
     with seeded(seed):  # dropout and other random layers draw from a forked RNG seeded from ``seed``
         for epoch in range(1, epochs + 1):
             work.train()
@@ -325,15 +325,9 @@ def distill(
                     f"{total / len(order):.4g}, validation loss {val_loss:.4g}); lower lr (now {lr:g}) or check "
                     "the models and the data"
                 )
-            if val_loss < best_loss - 1e-6:
-                best_loss, best_epoch, bad = val_loss, epoch, 0
-                best_state = {k: v.detach().clone() for k, v in work.state_dict().items()}
-            else:
-                bad += 1
-                if bad >= patience:
-                    break
-    assert best_state is not None  # epoch 1 always improves on inf (or raised above)
-    work.load_state_dict(best_state)
+            if best.update(work, val_loss, epoch):
+                break
+    best.restore(work)  # epoch 1 always improves on inf (or raised above)
     work.eval()
 
     s_test = batched_apply(work, task.x_test.to(dtype=dt_s), _EVAL_BATCH, dev)
@@ -358,7 +352,7 @@ def distill(
             "seed": seed,
             "device": dev.type,
             "epochs_run": epochs_run,
-            "best_epoch": best_epoch,
+            "best_epoch": best.epoch,
             "n_train": int(len(tr_idx)),
             "n_val": int(n_val),
         },

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._torch import batched_apply, cpu_generator, model_dtype, resolve_device, seeded
+from ._torch import BestWeights, batched_apply, cpu_generator, model_dtype, resolve_device, seeded
 from ._validate import check_int, check_model, check_positive, check_real, check_seed, model_outputs_2d
 from .data.task import Task, check_task
 from .estimators.knn import _neighbours
@@ -181,7 +181,7 @@ def fine_tune(
         groups.insert(0, {"params": backbone, "lr": lr_backbone})
     opt = torch.optim.Adam(groups, weight_decay=weight_decay)
 
-    best_loss, best_state, best_epoch, bad, epochs_run = math.inf, None, 0, 0, 0
+    best, epochs_run = BestWeights(patience), 0
     with seeded(seed):  # dropout and other random layers draw from a forked RNG seeded from ``seed``
         for epoch in range(1, epochs + 1):
             work.train()
@@ -203,15 +203,9 @@ def fine_tune(
                     f"{total / len(order):.4g}, validation loss {val_loss:.4g}); lower lr_backbone (now "
                     f"{lr_backbone:g}) and lr_head (now {lr_head:g}) or check the data"
                 )
-            if val_loss < best_loss - 1e-6:
-                best_loss, best_epoch, bad = val_loss, epoch, 0
-                best_state = {k: v.detach().clone() for k, v in work.state_dict().items()}
-            else:
-                bad += 1
-                if bad >= patience:
-                    break
-    assert best_state is not None  # epoch 1 always improves on inf (or raised above)
-    work.load_state_dict(best_state)
+            if best.update(work, val_loss, epoch):
+                break
+    best.restore(work)  # epoch 1 always improves on inf (or raised above)
     work.eval()
 
     logits_te = batched_apply(work, task.x_test.to(dtype=dt), _EVAL_BATCH, dev)
@@ -235,7 +229,7 @@ def fine_tune(
             "seed": seed,
             "device": dev.type,
             "epochs_run": epochs_run,
-            "best_epoch": best_epoch,
+            "best_epoch": best.epoch,
             "n_train": int(len(tr_idx)),
             "n_val": int(n_val),
         },
