@@ -74,7 +74,7 @@ CASES: list[tuple[str, str, str, Any, Callable[[Any], Any]]] = [
     ("param_count", "model", "model", None, lambda v: tl.param_count(v)),
     ("fine_tune", "model", "model", None, lambda v: tl.fine_tune(v, TASK, epochs=1, device="cpu")),
     ("fine_tune", "epochs", "count", 1, lambda v: tl.fine_tune(mlp(4, 3), TASK, epochs=v, device="cpu")),
-    ("fine_tune", "lr_backbone", "real+", 1e-3, lambda v: tl.fine_tune(mlp(4, 3), TASK, epochs=1, lr_backbone=v, device="cpu")),
+    ("fine_tune", "lr_backbone", "real0", 1e-3, lambda v: tl.fine_tune(mlp(4, 3), TASK, epochs=1, lr_backbone=v, device="cpu")),
     ("fine_tune", "lr_head", "real+", 1e-2, lambda v: tl.fine_tune(mlp(4, 3), TASK, epochs=1, lr_head=v, device="cpu")),
     ("fine_tune", "batch_size", "count", 8, lambda v: tl.fine_tune(mlp(4, 3), TASK, epochs=1, batch_size=v, device="cpu")),
     ("fine_tune", "weight_decay", "real0", 0.0, lambda v: tl.fine_tune(mlp(4, 3), TASK, epochs=1, weight_decay=v, device="cpu")),

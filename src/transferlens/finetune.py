@@ -99,7 +99,8 @@ def fine_tune(
 
     Options:
         epochs: at most this many passes over the training data (integer >= 1).
-        lr_backbone, lr_head: Adam learning rates (> 0) of the copied backbone and of the new head.
+        lr_backbone, lr_head: Adam learning rates of the copied backbone (>= 0; 0 leaves it bit-identical:
+            only the new head trains) and of the new head (> 0).
         batch_size: mini-batch size (>= 1); batches are reshuffled each epoch from ``seed``.
         weight_decay: Adam's L2 penalty (>= 0), on both parameter groups.
         val_fraction: fraction in ``(0, 1)`` of the task's training split held out (drawn from ``seed``, as
@@ -119,7 +120,7 @@ def fine_tune(
     check_model(model)
     check_task(task)
     epochs = check_int(epochs, "epochs", 1)
-    lr_backbone = check_positive(lr_backbone, "lr_backbone")
+    lr_backbone = check_real(lr_backbone, "lr_backbone", nonnegative=True)
     lr_head = check_positive(lr_head, "lr_head")
     batch_size = check_int(batch_size, "batch_size", 1)
     weight_decay = check_real(weight_decay, "weight_decay", nonnegative=True)
@@ -177,7 +178,7 @@ def fine_tune(
     x_val, y_val = x_all[val_idx], task.y_train[val_idx]
 
     groups = [{"params": list(new_head.parameters()), "lr": lr_head}]
-    if backbone:
+    if backbone and lr_backbone > 0:  # lr 0: the backbone is not in the optimizer at all, so it cannot move
         groups.insert(0, {"params": backbone, "lr": lr_backbone})
     opt = torch.optim.Adam(groups, weight_decay=weight_decay)
 
