@@ -107,6 +107,11 @@ CASES: list[tuple[str, str, str, Any, Callable[[Any], Any]]] = [
     ("distill", "seed", "seed", 3, lambda v: tl.distill(mlp(4, 3), mlp(4, 3, seed=1), TASK, epochs=1, seed=v, device="cpu")),
     ("forward_kl", "temperature", "real+", 2.0, lambda v: tl.forward_kl(X[:, :3], X[:, 1:], temperature=v)),
     ("reverse_kl", "temperature", "real+", 2.0, lambda v: tl.reverse_kl(X[:, :3], X[:, 1:], temperature=v)),
+    ("self_train", "model", "model", None, lambda v: tl.self_train(v, TASK, config=tl.TrainConfig(epochs=1), device="cpu")),
+    ("self_train", "seed", "seed", 3, lambda v: tl.self_train(mlp(4, 3), TASK, seed=v, config=tl.TrainConfig(epochs=1), device="cpu")),
+    ("self_train", "rounds", "count", 1, lambda v: tl.self_train(mlp(4, 3), TASK, rounds=v, config=tl.TrainConfig(epochs=1), device="cpu")),
+    ("self_train", "threshold", "real+", 0.5, lambda v: tl.self_train(mlp(4, 3), TASK, threshold=v, config=tl.TrainConfig(epochs=1), device="cpu")),
+    ("self_train", "labeled_fraction", "real+", 0.5, lambda v: tl.self_train(mlp(4, 3), TASK, labeled_fraction=v, config=tl.TrainConfig(epochs=1), device="cpu")),
     ("knn_transfer", "model", "model", None, lambda v: tl.knn_transfer(v, TASK)),
     ("knn_transfer", "k", "count", 3, lambda v: tl.knn_transfer(mlp(4, 3), TASK, k=v)),
     ("ThreatModel", "eps", "real+", 0.1, lambda v: tl.ThreatModel(eps=v)),
@@ -293,7 +298,7 @@ def test_normalised_values_are_plain_python_types() -> None:
 
 PARAMETER_KINDS = {
     "pca_dim", "folds", "a", "regression", "source_accuracy", "lr_backbone", "lr_head", "weight_decay", "val_fraction",
-    "teacher", "student", "temperature", "alpha",
+    "teacher", "student", "temperature", "alpha", "threshold", "labeled_fraction", "rounds",
     "eps", "steps", "step_size", "seed", "split_seed", "batch_size", "tol", "lr", "C", "max_iter", "level",
     "chunk_size", "k", "n_boot", "confidence", "num_samples", "n_samples", "epochs", "patience", "num_classes",
     "correct_only", "squared", "same_label_space", "random_start", "validate", "strength", "width", "n_eval",
@@ -303,7 +308,7 @@ PARAMETER_KINDS = {
 RESULT_TYPES = {
     "ConsistencyCheck", "Correlation", "DirectionResult", "E1Result", "E2Result", "ExactTransferability",
     "KnowledgeResult", "MatchingDistance", "RegressionData", "SuccessRates", "TrainResult", "Transferability",
-    "Task", "SigmoidNet", "MLP", "CNN1D", "CNN2D", "FeatureModel", "DistillResult",
+    "Task", "SigmoidNet", "MLP", "CNN1D", "CNN2D", "FeatureModel", "DistillResult", "SelfTrainResult",
 }
 
 

@@ -51,6 +51,7 @@ from .models.load import ModelLoadError, load_model
 from .models.sigmoid import SigmoidNet, build_sigmoid_net
 from .models.sources import perturbed_copy, random_direction
 from .regimes import PGDAdversarial, Regime, Standard, Trades, robust_accuracy
+from .selftrain import SelfTrainResult, self_train
 from .runs.results import load_run
 from .training import TrainConfig, TrainingWarning, TrainResult, accuracy, fit
 from .training_regression import train_regression
@@ -66,7 +67,7 @@ __all__ = [
     "Estimator", "estimator_names", "get_estimator", "gbc", "h_score", "knn_accuracy", "leep",
     "linear_probe_accuracy", "logme", "nc1", "nce", "ncti", "param_count", "sfda", "shrinkage_h_score",
     "source_accuracy", "transrate", "ModelLoadError", "load_model", "fine_tune", "knn_transfer",
-    "PGDAdversarial", "Regime", "Standard", "Trades", "robust_accuracy", "DistillResult", "distill", "forward_kl",
+    "PGDAdversarial", "Regime", "Standard", "Trades", "robust_accuracy", "SelfTrainResult", "self_train", "DistillResult", "distill", "forward_kl",
     "reverse_kl",
     "ArgumentTypeError", "SaturationWarning", "TrainingWarning", "load_run",
     "ConsistencyCheck", "E1Config", "E1Result", "ExactTransferability", "MatchingDistance", "RegressionData",
