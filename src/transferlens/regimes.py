@@ -16,6 +16,7 @@ cell spec, so its options are part of the model's key.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
@@ -34,14 +35,15 @@ __all__ = ["REGIMES", "PGDAdversarial", "Regime", "Standard", "Trades", "regime_
 
 
 @dataclass(frozen=True)
-class Regime:
+class Regime(ABC):
     """Base class: a regime supplies the per-batch loss."""
 
     name: ClassVar[str] = ""
 
+    @abstractmethod
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int,
              bounds: tuple[float, float] | None = None) -> torch.Tensor:
-        raise NotImplementedError
+        """The mean training loss of the batch ``(x, y)``; ``seed`` seeds its attack, ``bounds`` is the input box."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **asdict(self)}
