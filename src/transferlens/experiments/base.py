@@ -5,7 +5,8 @@ An :class:`Experiment` declares
 * ``config_cls``: a frozen dataclass (TOML round trip through :mod:`transferlens.runs.config`), with
   named ``variants`` (partial configs such as ``"quick"``);
 * ``grid(config)``: the cells to compute, dependencies first;
-* ``run_cell(cell, ctx)``: one cell's outputs (:class:`~transferlens.runs.context.CellOutput`);
+* ``run_cell(cell, ctx)``: one cell's outputs (:class:`~transferlens.runs.context.CellOutput`); by default
+  the function ``cell_kinds[cell.kind]``;
 * ``analyse(config, cells, ctx)``: the result object, built only from what the cells recorded (so the
   same analysis runs on a fresh in-memory run and on a run read back from the store);
 * ``write(result, out_dir)``: ``results.csv``, ``summary.json`` and ``report.html``.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Callable, ClassVar
 
 from ..runs.context import CellOutput, Context
@@ -34,14 +36,20 @@ class Experiment(ABC):
     config_cls: ClassVar[type]
     variants: ClassVar[dict[str, dict[str, Any]]] = {}
     ground_truth: ClassVar[str] = ""
+    # cell kind -> the function that computes such a cell, ``fn(cell, ctx) -> CellOutput``
+    cell_kinds: ClassVar[Mapping[str, Callable[[Cell, Context], CellOutput]]] = {}
 
     @abstractmethod
     def grid(self, config: Any) -> list[Cell]:
         """The cells of a run, dependencies first."""
 
-    @abstractmethod
     def run_cell(self, cell: Cell, ctx: Context) -> CellOutput:
-        """Compute one cell."""
+        """Compute one cell: the function :attr:`cell_kinds` names for its kind."""
+        try:
+            fn = self.cell_kinds[cell.kind]
+        except KeyError:
+            raise ValueError(f"experiment {self.name!r} has no cell kind {cell.kind!r}; it knows {sorted(self.cell_kinds)}") from None
+        return fn(cell, ctx)
 
     @abstractmethod
     def analyse(self, config: Any, cells: list[Cell], ctx: Context, seconds: float = 0.0) -> Any:

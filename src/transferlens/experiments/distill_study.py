@@ -570,9 +570,7 @@ class DistillStudy(Experiment):
     def grid(self, config: DistillConfig) -> list[Cell]:
         return _grid(config)
 
-    def run_cell(self, cell: Cell, ctx: Context) -> CellOutput:
-        run = {"train": _zoo.train_cell, "e6.distill": _student_cell, "e6.baseline": _student_cell}
-        return run[cell.kind](cell, ctx)
+    cell_kinds = {"train": _zoo.train_cell, "e6.distill": _student_cell, "e6.baseline": _student_cell}
 
     def describe(self, config: DistillConfig) -> str:
         n = len(config.divergences) * len(config.temperatures)

@@ -235,8 +235,7 @@ class E1(Experiment):
     def grid(self, config: E1Config) -> list[Cell]:
         return _grid(config)
 
-    def run_cell(self, cell: Cell, ctx: Context) -> CellOutput:
-        return _train_target(cell, ctx) if cell.kind == "e1.target" else _measure(cell, ctx)
+    cell_kinds = {"e1.target": _train_target, "e1.measure": _measure}
 
     def device(self, config: E1Config) -> str:
         return "cpu"

@@ -279,8 +279,7 @@ class E2(Experiment):
     def grid(self, config: E2Config) -> list[Cell]:
         return _grid(config)
 
-    def run_cell(self, cell: Cell, ctx: Context) -> CellOutput:
-        return _train(cell, ctx) if cell.kind == "train" else _measure(cell, ctx)
+    cell_kinds = {"train": _train, "e2.measure": _measure}
 
     def describe(self, config: E2Config) -> str:
         return (

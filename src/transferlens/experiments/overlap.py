@@ -390,8 +390,7 @@ class OverlapStudy(Experiment):
     def grid(self, config: OverlapConfig) -> list[Cell]:
         return _grid(config)
 
-    def run_cell(self, cell: Cell, ctx: Context) -> CellOutput:
-        return _zoo.train_cell(cell, ctx) if cell.kind == "train" else _measure(cell, ctx)
+    cell_kinds = {"train": _zoo.train_cell, "e3.measure": _measure}
 
     def describe(self, config: OverlapConfig) -> str:
         return (f"E3 overlap: target classes {target_classes(config)} (k = {config.k}); overlaps "

@@ -263,9 +263,7 @@ class Robust(Experiment):
     def grid(self, config: RobustConfig) -> list[Cell]:
         return _grid(config)
 
-    def run_cell(self, cell: Cell, ctx: Context) -> CellOutput:
-        run = {"train": _zoo.train_cell, "e5.robustness": _robustness, "e5.transfer": _transfer}
-        return run[cell.kind](cell, ctx)
+    cell_kinds = {"train": _zoo.train_cell, "e5.robustness": _robustness, "e5.transfer": _transfer}
 
     def describe(self, config: RobustConfig) -> str:
         return (f"E5: {len(config.regimes())} regimes x {config.seeds} seeds of {config.arch} on "

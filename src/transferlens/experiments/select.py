@@ -406,10 +406,8 @@ class Select(Experiment):
     def grid(self, config: SelectConfig) -> list[Cell]:
         return _grid(config)
 
-    def run_cell(self, cell: Cell, ctx: Context) -> CellOutput:
-        run = {"select.extract": _extract, "select.score": _score, "select.zoo": _zoo, "select.verify": _verify,
-               "select.alpha": _alpha}
-        return run[cell.kind](cell, ctx)
+    cell_kinds = {"select.extract": _extract, "select.score": _score, "select.zoo": _zoo, "select.verify": _verify,
+                  "select.alpha": _alpha}
 
     def describe(self, config: SelectConfig) -> str:
         return (

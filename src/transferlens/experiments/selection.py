@@ -427,10 +427,8 @@ class Selection(Experiment):
     def grid(self, config: SelectionConfig) -> list[Cell]:
         return _grid(config)
 
-    def run_cell(self, cell: Cell, ctx: Context) -> CellOutput:
-        run = {"train": _zoo.train_cell, "e4.extract": _extract, "e4.score": _score, "e4.zoo": _zoo_score,
-               "e4.truth": _truth, "e4.alpha": _alpha}
-        return run[cell.kind](cell, ctx)
+    cell_kinds = {"train": _zoo.train_cell, "e4.extract": _extract, "e4.score": _score, "e4.zoo": _zoo_score,
+                  "e4.truth": _truth, "e4.alpha": _alpha}
 
     def describe(self, config: SelectionConfig) -> str:
         n = {f: len(_zoo_cells(config, f)) for f in ("mnist1d", "digits")}
