@@ -208,3 +208,33 @@ def test_threat_overrides_keep_the_preset_protocol():
 def test_cli_bad_eps_is_a_message_not_a_traceback(tmp_path):
     res = CliRunner().invoke(app, ["run", "--eps", "-1", "--out", str(tmp_path)])
     assert res.exit_code == 2 and "eps must be" in res.output
+
+
+def test_extra_transfer_methods_are_ground_truths_too(tmp_path):
+    """E2 with ``transfer_methods=("knn",)`` reuses every stored cell, adds one kNN transfer per source, and
+    correlates the metrics with kNN accuracy exactly as with probe accuracy."""
+    from transferlens.evaluation import correlate
+    from transferlens.experiments.e2 import EXPERIMENT, METRICS
+    from transferlens.runs.runner import execute
+    from transferlens.runs.store import Store
+
+    with Store(tmp_path / "runs.db") as store:
+        plain = execute(EXPERIMENT, E2Config(**TINY), store=store)
+        extra = execute(EXPERIMENT, E2Config(**TINY, transfer_methods=("knn",)), store=store)
+    assert "transfer_methods" not in plain.result.summary()["config"]
+    assert extra.n_computed == len(plain.result.rows()) and not extra.failed
+    assert extra.result.summary()["correlations"] == plain.result.summary()["correlations"]
+    rows = extra.result.rows()
+    assert all(0.0 <= r["knn_accuracy"] <= 1.0 for r in rows)
+    corr = extra.result.correlations_by_method["knn"]
+    want = correlate([r["alpha1_t2s"] for r in rows], [r["knn_accuracy"] for r in rows], n_boot=TINY["n_boot"], seed=0)
+    assert corr["alpha1_t2s"] == want and set(corr) == set(METRICS)
+    assert set(extra.result.summary()["correlations_transfer_methods"]) == {"knn"}
+
+
+@pytest.mark.parametrize("methods, match", [
+    (("linear_probe",), "always measured"), (("vibes",), "unknown method 'vibes'"), (("knn", "knn"), "twice"),
+])
+def test_bad_transfer_methods_are_refused(methods, match):
+    with pytest.raises(ValueError, match=match):
+        E2Config(**TINY, transfer_methods=methods)

@@ -114,6 +114,8 @@ CASES: list[tuple[str, str, str, Any, Callable[[Any], Any]]] = [
     ("self_train", "labeled_fraction", "real+", 0.5, lambda v: tl.self_train(mlp(4, 3), TASK, labeled_fraction=v, config=tl.TrainConfig(epochs=1), device="cpu")),
     ("knn_transfer", "model", "model", None, lambda v: tl.knn_transfer(v, TASK)),
     ("knn_transfer", "k", "count", 3, lambda v: tl.knn_transfer(mlp(4, 3), TASK, k=v)),
+    ("transfer", "model", "model", None, lambda v: tl.transfer("knn", v, TASK)),
+    ("transfer", "seed", "seed", 3, lambda v: tl.transfer("knn", mlp(4, 3), TASK, seed=v)),
     ("ThreatModel", "eps", "real+", 0.1, lambda v: tl.ThreatModel(eps=v)),
     ("ThreatModel", "steps", "count", 3, lambda v: tl.ThreatModel(steps=v)),
     ("ThreatModel", "step_size", "real+", 0.05, lambda v: tl.ThreatModel(step_size=v)),

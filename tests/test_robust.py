@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from transferlens.experiments.robust import EXPERIMENT, QUICK, RobustConfig, _diff_ci, _mean_ci, write_robust
+from transferlens.experiments.robust import (
+    EXPERIMENT, QUICK, RobustConfig, _claims, _diff_ci, _mean_ci, _train_spec, write_robust,
+)
 from transferlens.runs.config import ConfigError, build_config
 from transferlens.runs.runner import execute
 from transferlens.runs.store import Store
@@ -47,7 +49,7 @@ def test_means_and_comparisons_follow_from_the_rows(quick):
         assert lo - 1e-12 <= m["probe_accuracy"] <= hi + 1e-12
     for c in res.comparisons:
         a = [r[c["metric"]] for r in res.rows() if r["regime"] == c["regime"] and r["target"] == c["target"]]
-        b = [r[c["metric"]] for r in res.rows() if r["regime"] == "standard" and r["target"] == c["target"]]
+        b = [r[c["metric"]] for r in res.rows() if r["regime"] == c["baseline"] and r["target"] == c["target"]]
         assert c["difference"] == pytest.approx(np.mean(a) - np.mean(b))
         assert c["verdict"] == ("holds" if c["ci"][0] > 0 else "reversed" if c["ci"][1] < 0 else "inconclusive")
 
@@ -78,3 +80,58 @@ def test_bad_configs_are_refused():
         build_config(RobustConfig, sets=["pgd_eps=[-0.1]"])
     with pytest.raises((ConfigError, ValueError), match="beta"):
         build_config(RobustConfig, sets=["trades_beta=-1.0"])
+
+
+def test_semi_supervised_arms_hide_the_same_labels_and_report_pseudo_labels(quick):
+    cfg, first, _ = quick
+    semi = {n for n, r in cfg.regimes().items() if "self_training" in r}
+    assert len(semi) == 4
+    rows = [r for r in first.result.rows() if r["regime"] in semi]
+    n_train = int(round(cfg.num_samples * 0.8))
+    assert {r["n_labeled"] for r in rows} == {round(cfg.labeled_fraction * n_train)}
+    for r in rows:
+        if "self_training" in r["regime"]:
+            assert 0 < r["n_pseudo"] <= n_train - r["n_labeled"] and 0.0 <= r["pseudo_accuracy"] <= 1.0
+        else:
+            assert r["n_pseudo"] == 0 and r["pseudo_accuracy"] is None
+    assert all(r["n_labeled"] is None for r in first.result.rows() if r["regime"] not in semi)
+
+
+def test_the_labeled_split_depends_on_the_task_and_fraction_only(monkeypatch):
+    from transferlens.experiments import _zoo
+
+    seeds = []
+    monkeypatch.setattr(_zoo, "self_train", lambda *a, seed, **k: seeds.append(seed))
+    cfg = build_config(RobustConfig, defaults=QUICK)
+    for replicate in (0, 1):
+        for name, regime in cfg.regimes().items():
+            if "self_training" in regime:
+                spec = _train_spec(cfg, regime, replicate, cfg.source_domain, "source")
+                _zoo._self_train(None, None, spec["task"], regime["self_training"], None, None, "cpu")
+    assert len(set(seeds[:4])) == 1 and len(set(seeds[4:])) == 1 and seeds[0] != seeds[4]
+    with pytest.raises(ValueError, match="labeled_fraction, threshold, rounds"):
+        _zoo._self_train(None, None, {}, {"fraction": 0.2}, None, None, "cpu")
+
+
+def test_complementary_needs_both_gains():
+    cfg = RobustConfig(target_domains=("noisy",))
+    (st, std, _), _, (both, adv, _), (_, st2, _) = cfg.comparisons()[-4:]
+
+    def comps(v_st, v_adv, v_both):
+        return [{"regime": a, "baseline": b, "target": "noisy", "metric": "probe_accuracy", "verdict": v}
+                for a, b, v in ((st, std, v_st), (both, adv, v_adv), (both, st2, v_both))]
+
+    claim = lambda *v: _claims(cfg, comps(*v))[0]  # noqa: E731
+    assert claim("holds", "holds", "holds")["complementary"] == "holds"
+    assert claim("holds", "holds", "inconclusive")["complementary"] == "inconclusive"
+    assert claim("inconclusive", "reversed", "holds")["complementary"] == "reversed"
+    assert claim("reversed", "holds", "holds")["self_training_helps"] == "reversed"
+    assert _claims(RobustConfig(self_training=False), comps("holds", "holds", "holds")) == []
+
+
+def test_bad_self_training_options_are_refused():
+    for sets, match in ((["labeled_fraction=1.0"], "labeled_fraction"), (["self_training_threshold=0.0"], "threshold"),
+                        (["self_training_rounds=0"], "self_training_rounds"), (["self_training_eps=-0.1"], "self_training_eps"),
+                        (["labeled_fraction=0.01", "num_samples=400"], "fewer than 20 labeled")):
+        with pytest.raises((ConfigError, ValueError), match=match):
+            build_config(RobustConfig, sets=sets)

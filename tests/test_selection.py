@@ -126,3 +126,19 @@ def test_the_readme_table_is_generated_from_the_summary(quick, tmp_path):
     assert f"{j['weighted_tau']:.3f}" in line
     assert "Candidates per target: mnist1d:noisy: 4, digits:rotate: 4" in block
     assert paths["report"].stat().st_size > 0
+
+
+def test_any_registered_transfer_method_is_a_ground_truth(quick):
+    """A rerun with ground truths ``linear_probe`` and ``knn`` reuses every stored cell but the new kNN
+    transfers, judges the probe exactly as before, and judges kNN on the zoo too."""
+    cfg, outcome, _, folder = quick
+    cfg2 = build_config(SelectionConfig, defaults=QUICK, sets=["ground_truths=['linear_probe', 'knn']"])
+    with Store(folder / "runs.db") as store:
+        second = execute(EXPERIMENT, cfg2, store=store)
+    n_candidates = sum(len(c) for c in outcome.result.candidates.values())
+    assert not second.failed and second.n_computed == n_candidates  # one kNN transfer per candidate and target
+    key = lambda j: (j["target"], j["predictor"])  # noqa: E731
+    probe = {key(j): j for j in outcome.result.judged if j["ground_truth"] == "linear_probe"}
+    assert {key(j): j for j in second.result.judged if j["ground_truth"] == "linear_probe"} == probe
+    knn = [j for j in second.result.judged if j["ground_truth"] == "knn"]
+    assert {key(j) for j in knn} == set(probe)

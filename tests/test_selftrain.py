@@ -64,10 +64,30 @@ def test_self_training_is_deterministic_and_combines_with_adversarial_training(t
     assert runs[0].options["regime"]["name"] == "pgd_at"
 
 
+def test_zero_rounds_is_supervised_training_on_the_same_labeled_split(task, monkeypatch):
+    """rounds=0 trains once on exactly the labeled part that a self-training run with the same seed starts from."""
+    seen = []
+
+    def spy(model, sub, config=None, **kwargs):
+        seen.append((sub.x_train.clone(), sub.y_train.clone()))
+        return _quiet_fit(model, sub, config, **kwargs)
+
+    monkeypatch.setattr(selftrain, "fit", spy)
+    cfg = tl.TrainConfig(epochs=2)
+    base = selftrain.self_train(tl.build_model("mlp", task.input_shape, 10, seed=0), task, labeled_fraction=0.3,
+                                rounds=0, seed=7, config=cfg, device="cpu")
+    assert len(seen) == 1 and base.rounds == () and base.n_labeled == len(seen[0][0])
+    selftrain.self_train(tl.build_model("mlp", task.input_shape, 10, seed=0), task, labeled_fraction=0.3, rounds=1,
+                         seed=7, config=cfg, device="cpu")
+    assert len(seen) == 3 and torch.equal(seen[0][0], seen[1][0]) and torch.equal(seen[0][1], seen[1][1])
+    perm = torch.randperm(len(task.x_train), generator=torch.Generator().manual_seed(7))[: base.n_labeled]
+    assert torch.equal(seen[0][0], task.x_train[perm]) and torch.equal(seen[0][1], task.y_train[perm])
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"threshold": 0.0}, "threshold"), ({"threshold": 1.0}, "threshold"), ({"threshold": 1.5}, "threshold"),
     ({"labeled_fraction": 1.0}, "labeled_fraction"), ({"labeled_fraction": 0.9995}, "empty unlabeled split"),
-    ({"rounds": 0}, "rounds"),
+    ({"rounds": -1}, "rounds"),
 ])
 def test_bad_options_are_refused_before_training(task, kwargs, match):
     model = tl.build_model("mlp", task.input_shape, 10, seed=0)

@@ -189,7 +189,8 @@ def e4_table(summary: dict[str, Any]) -> str:
 
 
 def robust_table(summary: dict[str, Any]) -> str:
-    """E5: per regime and target, means over seeds with their intervals; then each robust regime vs standard."""
+    """E5: per regime and target, means over seeds with their intervals; then each arm vs its baseline; then the
+    semi-supervised claims."""
     def cell(m: dict[str, Any], k: str) -> str:
         lo, hi = m[f"{k}_ci"]
         return f"{m[k]:.3f} [{lo:.3f}, {hi:.3f}]"
@@ -199,9 +200,15 @@ def robust_table(summary: dict[str, Any]) -> str:
               "alpha1_t2s"]
     body = [[m["regime"], m["target"], *[cell(m, k) for k in keys]] for m in summary["means"]]
     text = _table(header, body)
-    comp = [[c["regime"], c["target"], c["metric"].replace("_", " "), f"{c['difference']:+.3f}",
-             f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]", c["verdict"]] for c in summary["comparisons"]]
-    text += "\n" + _table(["regime vs standard", "target", "metric", "difference", "95% interval", "higher than standard?"], comp)
+    comp = [[c["regime"], c.get("baseline", "standard"), c["target"], c["metric"].replace("_", " "),
+             f"{c['difference']:+.3f}", f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]", c["verdict"]]
+            for c in summary["comparisons"]]
+    text += "\n" + _table(["arm", "baseline", "target", "metric", "difference", "95% interval", "higher than baseline?"], comp)
+    claims = [[c["target"], c["metric"].replace("_", " "), c["self_training_helps"], c["self_training_helps_robust"],
+               c["robust_helps_self_trained"], f"**{c['complementary']}**"] for c in summary.get("claims", [])]
+    if claims:
+        text += "\n" + _table(["target", "transfer", "self-training helps", "self-training helps PGD-AT",
+                               "PGD-AT helps self-training", "complementary"], claims)
     return text + "\n" + _run_line(summary)
 
 

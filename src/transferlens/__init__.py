@@ -54,6 +54,7 @@ from .regimes import PGDAdversarial, Regime, Standard, Trades, robust_accuracy
 from .selftrain import SelfTrainResult, self_train
 from .runs.results import load_run
 from .training import TrainConfig, TrainingWarning, TrainResult, accuracy, fit
+from .transfer_methods import TRANSFER_METHODS, TransferMethod, transfer, transfer_method_names
 from .training_regression import train_regression
 
 try:  # declared once, in pyproject.toml, and read back from the installed package's metadata
@@ -68,7 +69,7 @@ __all__ = [
     "linear_probe_accuracy", "logme", "nc1", "nce", "ncti", "param_count", "sfda", "shrinkage_h_score",
     "source_accuracy", "transrate", "ModelLoadError", "load_model", "fine_tune", "knn_transfer",
     "PGDAdversarial", "Regime", "Standard", "Trades", "robust_accuracy", "SelfTrainResult", "self_train", "DistillResult", "distill", "forward_kl",
-    "reverse_kl",
+    "reverse_kl", "TRANSFER_METHODS", "TransferMethod", "transfer", "transfer_method_names",
     "ArgumentTypeError", "SaturationWarning", "TrainingWarning", "load_run",
     "ConsistencyCheck", "E1Config", "E1Result", "ExactTransferability", "MatchingDistance", "RegressionData",
     "SigmoidNet", "build_sigmoid_net", "check_consistency", "exact_attack", "exact_transferability",

@@ -11,6 +11,7 @@ were.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ from ._torch import frozen_eval, model_device, model_dtype
 from ._validate import check_int, check_model, check_real, check_seed
 from .data.task import Task, check_task
 from .regimes import Regime
-from .training import TrainConfig, TrainResult, fit
+from .training import TrainConfig, TrainingWarning, TrainResult, fit
 
 __all__ = ["SelfTrainResult", "self_train"]
 
@@ -75,14 +76,15 @@ def self_train(
     """Self-train ``model`` (in place, as :func:`fit` does) on ``task`` with most training labels hidden.
 
     ``labeled_fraction`` in (0, 1) of the training split keeps its labels; ``threshold`` in (0, 1) is the
-    confidence a pseudo-label needs; ``rounds`` >= 1 pseudo-labelling rounds follow the supervised start.
+    confidence a pseudo-label needs; ``rounds`` >= 0 pseudo-labelling rounds follow the supervised start
+    (``rounds=0`` is the supervised baseline: training on the labeled part only, with the same split).
     ``config`` and ``regime`` go to every :func:`fit` call.
     """
     check_model(model)
     check_task(task)
     labeled_fraction = check_real(labeled_fraction, "labeled_fraction", positive=True, below=1.0)
     threshold = check_real(threshold, "threshold", positive=True, below=1.0)
-    rounds = check_int(rounds, "rounds", 1)
+    rounds = check_int(rounds, "rounds", 0)
     seed = check_seed(seed)
     n = len(task.x_train)
     n_lab = int(round(labeled_fraction * n))
@@ -104,7 +106,9 @@ def self_train(
         history.append({"round": r, "n_pseudo": n_pseudo, "pseudo_accuracy": accuracy})
         x = torch.cat([x_lab, x_unl[mask]])
         y = torch.cat([y_lab, pseudo[mask].to(y_lab.dtype)])
-        result = fit(model, _subset(task, x, y, f"{task.name}-self-trained-{r}"), config, device=device, regime=regime)
+        with warnings.catch_warnings():  # the round starts from a trained model: "did not improve" would mislead
+            warnings.simplefilter("ignore", TrainingWarning)
+            result = fit(model, _subset(task, x, y, f"{task.name}-self-trained-{r}"), config, device=device, regime=regime)
     return SelfTrainResult(
         n_labeled=n_lab, n_unlabeled=n - n_lab, rounds=tuple(history), train=result,
         options={"labeled_fraction": labeled_fraction, "threshold": threshold, "rounds": rounds, "seed": seed,

@@ -12,15 +12,21 @@ source and target outputs share one label space). A spec without ``"classes"`` g
 A *train cell* (kind ``"train"``) is ``{"task": task spec, "arch", "regime": {"name": ..., **regime options,
 **TrainConfig}}`` with a regime of :mod:`transferlens.regimes` (``standard``, ``pgd_at``, ``trades``), or
 ``{"name": "untrained"}`` (the initialisation itself); its weights go into the store, so any experiment that
-needs the same model reads them instead of training again.
+needs the same model reads them instead of training again. A regime may add ``"self_training":
+{"labeled_fraction", "threshold", "rounds"}``: the model is then trained by :func:`transferlens.self_train`
+with that regime (``rounds = 0`` is supervised training on the labeled part only). The labeled split derives
+from the task spec and the labeled fraction alone, so every arm of a study that hides labels from the same
+task hides the same ones.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 import warnings
 from typing import Any
 
+import numpy as np
 import torch
 
 from .._torch import cpu_state, resolve_device
@@ -31,9 +37,10 @@ from ..models import build_model
 from ..runs.context import CellOutput, Context
 from ..runs.spec import Cell, canonical_json, derive_seed
 from ..regimes import REGIMES, regime_from_dict
+from ..selftrain import self_train
 from ..training import TrainConfig, TrainingWarning, fit
 
-__all__ = ["load_model", "task", "train_cell"]
+__all__ = ["load_model", "task", "train_cell", "transfer_cell"]
 
 
 def _shuffled(t: Task, seed: int) -> Task:
@@ -102,6 +109,7 @@ def train_cell(cell: Cell, ctx: Context) -> CellOutput:
     model = build_model(spec["arch"], t.input_shape, t.num_classes, seed=cell.seed("init"))
     regime = dict(spec["regime"])
     name = regime.pop("name")
+    semi = regime.pop("self_training", None)
     if name == "untrained":
         model.to(resolve_device(ctx.device)).eval()
         x, y = t.x_test.to(resolve_device(ctx.device)), t.y_test.to(resolve_device(ctx.device))
@@ -118,17 +126,33 @@ def train_cell(cell: Cell, ctx: Context) -> CellOutput:
     with warnings.catch_warnings():
         if spec["task"].get("labels") == "shuffled":  # not improving is the point of this candidate
             warnings.simplefilter("ignore", TrainingWarning)
-        tr = fit(model, t, TrainConfig(**{**train_options, "seed": cell.seed("train")}), device=ctx.device, regime=rg)
+        config = TrainConfig(**{**train_options, "seed": cell.seed("train")})
+        if semi is None:
+            tr, extra, semi_payload = fit(model, t, config, device=ctx.device, regime=rg), [], {}
+        else:
+            st = _self_train(model, t, spec["task"], semi, config, rg, ctx.device)
+            tr, semi_payload = st.train, {"self_training": st.to_dict()}
+            last = st.rounds[-1] if st.rounds else {"n_pseudo": 0, "pseudo_accuracy": None}
+            extra = [("n_labeled", "", float(st.n_labeled)), ("n_pseudo", "", float(last["n_pseudo"])),
+                     ("pseudo_accuracy", "", last["pseudo_accuracy"])]
     ctx.cache[("model", cell.key)] = model
     return CellOutput(
         results=[
             ("test_accuracy", "", tr.test_accuracy), ("val_accuracy", "", tr.val_accuracy),
-            ("epochs_run", "", float(tr.epochs_run)), ("best_epoch", "", float(tr.best_epoch)),
+            ("epochs_run", "", float(tr.epochs_run)), ("best_epoch", "", float(tr.best_epoch)), *extra,
         ],
-        payload={"task": t.summary(), "train_loss": list(tr.train_loss), "val_loss": list(tr.val_loss)},
+        payload={"task": t.summary(), "train_loss": list(tr.train_loss), "val_loss": list(tr.val_loss), **semi_payload},
         weights={"weights": cpu_state(model)},
         value=tr,
     )
+
+
+def _self_train(model: torch.nn.Module, t: Task, task_spec: dict[str, Any], semi: Any, config: TrainConfig,
+                regime: Any, device: str):
+    if not isinstance(semi, dict) or set(semi) - {"labeled_fraction", "threshold", "rounds"}:
+        raise ValueError(f"regime 'self_training' must be a dict of labeled_fraction, threshold, rounds; got {semi!r}")
+    split_seed = derive_seed({"task": task_spec, "labeled_fraction": semi.get("labeled_fraction")}, "labeled-split")
+    return self_train(model, t, config=config, regime=regime, seed=split_seed, device=device, **semi)
 
 
 def load_model(ctx: Context, key: str, spec: dict[str, Any]) -> torch.nn.Module:
@@ -142,3 +166,27 @@ def load_model(ctx: Context, key: str, spec: dict[str, Any]) -> torch.nn.Module:
     model.to(resolve_device(ctx.device)).eval()
     ctx.cache[("model", key)] = model
     return model
+
+
+def transfer_cell(cell: Cell, ctx: Context) -> CellOutput:
+    """Transfer a trained source (``cell.deps[0]``) to a target with a method of
+    :mod:`transferlens.transfer_methods`: spec ``{"source": train spec, "target": task spec, "method", "options"}``
+    (E4's specs carry ``probe_C`` and ``fine_tune_epochs`` instead of ``options``). The method's seed derives
+    from the cell key and the method name."""
+    from ..transfer_methods import transfer
+
+    spec = cell.spec
+    model = load_model(ctx, cell.deps[0], spec["source"])
+    t = task(ctx, spec["target"])
+    method = spec["method"]
+    if "options" in spec:
+        options = dict(spec["options"])
+    else:
+        options = {"linear_probe": {"C": spec["probe_C"]}, "fine_tune": {"epochs": spec["fine_tune_epochs"]}}.get(method, {})
+    t0 = time.perf_counter()
+    r = transfer(method, model, t, seed=cell.seed(method), device=ctx.device, **options)
+    return CellOutput(
+        results=[("accuracy", "", r.accuracy), ("loss", "", r.loss)],
+        payload={"seconds": time.perf_counter() - t0, "options": r.options},
+        arrays={"test_correct": np.asarray(r.test_correct, dtype=bool)},
+    )

@@ -21,7 +21,7 @@ from ..evaluation import Correlation, correlate
 from ..knowledge import KnowledgeResult, linear_probe, retrain_last_layer
 from ..models import ARCHITECTURES
 from ..runs.context import CellOutput, Context
-from ..runs.spec import Cell
+from ..runs.spec import Cell, canonical_json
 from ..training import TrainConfig, TrainResult
 from . import _zoo
 from ._output import compact, environment, write_tables
@@ -64,8 +64,21 @@ class E2Config:
     probe_C: float = 1.0
     n_boot: int = 1000
     device: str = "auto"
+    # more ground truths from transferlens.transfer_methods (linear_probe and last_layer are always measured)
+    transfer_methods: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        from ..transfer_methods import transfer_method_names
+
+        extra = tuple(self.transfer_methods)
+        for m in extra:
+            if m in ("linear_probe", "last_layer"):
+                raise ValueError(f"transfer_methods: {m!r} is always measured by E2; list only other methods")
+            if m not in transfer_method_names():
+                raise ValueError(f"transfer_methods: unknown method {m!r}; choose from {transfer_method_names()[2:]}")
+        if len(set(extra)) != len(extra):
+            raise ValueError(f"transfer_methods lists a method twice: {list(extra)}")
+        object.__setattr__(self, "transfer_methods", extra)
         for d in (self.target_domain, *self.source_domains):
             if d not in MNIST1D_DOMAINS:
                 raise ValueError(f"unknown MNIST-1D domain {d!r}; choose from {sorted(MNIST1D_DOMAINS)}")
@@ -107,6 +120,10 @@ class E2Config:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["source_domains"], d["architectures"] = list(self.source_domains), list(self.architectures)
+        if self.transfer_methods:
+            d["transfer_methods"] = list(self.transfer_methods)
+        else:  # the default: summary.json stays as it was before extra methods existed
+            del d["transfer_methods"]
         d["threat"] = self.threat.to_dict()
         return d
 
@@ -140,6 +157,8 @@ class E2Result:
     sources: tuple[SourceRecord, ...] = ()
     domain_descriptions: dict[str, str] = field(default_factory=dict)
     failed_cells: tuple[tuple[str, str], ...] = ()
+    # per extra transfer method (config.transfer_methods): the metrics' correlations with its accuracy
+    correlations_by_method: dict[str, dict[str, Correlation]] = field(default_factory=dict)
 
     def rows(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.source_rows]
@@ -157,6 +176,10 @@ class E2Result:
             "correlations": {m: compact(c) for m, c in self.correlations.items()},
             "correlations_last_layer": {m: compact(c) for m, c in self.correlations_last_layer.items()},
         }
+        if self.correlations_by_method:
+            out["correlations_transfer_methods"] = {
+                method: {m: compact(c) for m, c in corr.items()} for method, corr in self.correlations_by_method.items()
+            }
         if self.failed_cells:
             out["failed_cells"] = [{"cell": label, "error": err} for label, err in self.failed_cells]
         return out
@@ -196,6 +219,11 @@ def _grid(cfg: E2Config) -> list[Cell]:
                 deps=(train.key, target.key), label=f"measure {arch}@{domain}",
             )
             cells += [train, m]
+            for method in cfg.transfer_methods:
+                cells.append(Cell.make(
+                    "e2.transfer", {"source": spec, "target": target_spec["task"], "method": method, "options": {}},
+                    deps=(train.key,), label=f"{method} {arch}@{domain}",
+                ))
     return cells
 
 
@@ -268,6 +296,16 @@ def _row(cell: Cell, ctx: Context) -> dict[str, Any]:
     return row
 
 
+def _add_transfer_accuracies(rows: list[dict[str, Any]], measured: list[Cell], transfers: list[Cell], ctx: Context) -> None:
+    """Each source row gains ``<method>_accuracy`` (None where that transfer failed) for every extra method."""
+    acc = {(canonical_json(c.spec["source"]), c.spec["method"]): ctx.results(c.key)["accuracy"] for c in transfers}
+    methods = sorted({c.spec["method"] for c in transfers})
+    for row, cell in zip(rows, measured):
+        source = canonical_json(cell.spec["source"])
+        for method in methods:
+            row[f"{method}_accuracy"] = acc.get((source, method))
+
+
 class E2(Experiment):
     name = "e2"
     aliases = ("default",)
@@ -279,7 +317,7 @@ class E2(Experiment):
     def grid(self, config: E2Config) -> list[Cell]:
         return _grid(config)
 
-    cell_kinds = {"train": _train, "e2.measure": _measure}
+    cell_kinds = {"train": _train, "e2.measure": _measure, "e2.transfer": _zoo.transfer_cell}
 
     def describe(self, config: E2Config) -> str:
         return (
@@ -296,6 +334,8 @@ class E2(Experiment):
         if len(measured) < 3:
             raise ValueError(f"only {len(measured)} sources were measured; E2 needs at least 3 to correlate anything")
         rows = [_row(c, ctx) for c in measured]
+        if config.transfer_methods:
+            _add_transfer_accuracies(rows, measured, [c for c in cells if c.kind == "e2.transfer"], ctx)
         t_res = ctx.results(target_cell.key)
         target = {
             "task": ctx.payload(target_cell.key)["task"],
@@ -323,8 +363,14 @@ class E2(Experiment):
                 descriptions[task["meta"]["domain"]] = task["description"]
 
         def corr(truth: str) -> dict[str, Correlation]:
-            t = [r[truth] for r in rows]
-            return {m: correlate([r[m] for r in rows], t, n_boot=config.n_boot, seed=config.seed) for m in METRICS}
+            have = [r for r in rows if r.get(truth) is not None]
+            t = [r[truth] for r in have]
+            return {m: correlate([r[m] for r in have], t, n_boot=config.n_boot, seed=config.seed) for m in METRICS}
+
+        by_method = {}
+        for method in config.transfer_methods:
+            if sum(r.get(f"{method}_accuracy") is not None for r in rows) >= 3:
+                by_method[method] = corr(f"{method}_accuracy")
 
         return E2Result(
             config=config,
@@ -336,6 +382,7 @@ class E2(Experiment):
             environment=environment(),
             sources=tuple(records) if len(records) == len(measured) else (),
             domain_descriptions=descriptions,
+            correlations_by_method=by_method,
         )
 
     def write(self, result: E2Result, out_dir: str | Path) -> dict[str, Path]:
@@ -460,6 +507,8 @@ def write_e2(result: E2Result, out_dir: str | Path) -> dict[str, Path]:
                 result.correlations_last_layer, "last_layer_accuracy", title=f"The same against {label('last_layer_accuracy')}",
                 stats=stats, sort=True,
             ),
+            *[CorrelationTable(c, f"{method}_accuracy", title=f"The same against {method} accuracy", stats=stats, sort=True)
+              for method, c in result.correlations_by_method.items()],
         ]),
         Section(
             f"Each metric against {truth_name}", figures,

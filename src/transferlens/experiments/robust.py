@@ -1,15 +1,21 @@
-"""E5: do robust (adversarially trained) sources transfer better?
+"""E5: do robust (adversarially trained) and self-trained sources transfer better?
 
 Sources are trained on one MNIST-1D domain with each regime of :mod:`transferlens.regimes` -- standard
 training, PGD adversarial training at several ``eps``, TRADES -- over several seeds, and transferred to
 shifted target domains by a linear probe and by full fine-tuning. Each source's clean and PGD accuracy on
 its own task, and the alpha metrics against a reference model trained on each target, are measured too.
-For every regime and target the means over seeds come with 95% percentile-bootstrap intervals over the
-seeds; every robust regime is compared with standard training (difference of means, bootstrap interval),
-and the claim "robust sources transfer better" (Salman et al. 2020; Deng et al. 2021) is called *holds*
-when the interval of the difference lies above 0, *reversed* below 0, *inconclusive* otherwise.
 
-Self-training on unlabeled data (the semi-supervised half of the claim) is not part of this study yet.
+The semi-supervised half of the claim is a 2 x 2 design in which only ``labeled_fraction`` of the source's
+training labels are kept (the same hidden labels for every arm): standard or PGD adversarial training
+(``self_training_eps``), each on the labeled part alone or followed by self-training on the confident
+pseudo-labels of the rest (:func:`transferlens.self_train`). Self-training *helps* when it beats the same
+regime without it; robustness and self-training are *complementary* when the combined arm beats both
+single arms.
+
+For every regime and target the means over seeds come with 95% percentile-bootstrap intervals over the
+seeds; each arm is compared with its baseline (difference of means, bootstrap interval), and the claim is
+called *holds* when the interval of the difference lies above 0, *reversed* below 0, *inconclusive*
+otherwise (Salman et al. 2020; Deng et al. 2021).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validate import check_int, check_positive, check_seed
+from .._validate import check_int, check_positive, check_real, check_seed
 from ..data.mnist1d import MNIST1D_DOMAINS
 from ..regimes import PGDAdversarial, Standard, Trades
 from ..runs.context import CellOutput, Context
@@ -38,7 +44,8 @@ METRICS = ("probe_accuracy", "fine_tune_accuracy", "alpha1_t2s", "alpha1_s2t", "
 
 QUICK: dict[str, Any] = {
     "num_samples": 600, "pgd_eps": [0.3], "trades": False, "seeds": 2, "target_domains": ["noisy"],
-    "n_eval": 50, "fine_tune_epochs": 1, "n_boot": 200, "train": {"epochs": 3}, "attack_steps": 3,
+    "n_eval": 50, "fine_tune_epochs": 1, "n_boot": 200, "train": {"epochs": 3, "lr": 0.01, "batch_size": 32},
+    "attack_steps": 3, "labeled_fraction": 0.3, "self_training_threshold": 0.5,
 }
 
 
@@ -65,6 +72,11 @@ class RobustConfig:
     preset: str = "theory"
     n_boot: int = 1000
     device: str = "auto"
+    self_training: bool = True
+    labeled_fraction: float = 0.2
+    self_training_threshold: float = 0.9
+    self_training_rounds: int = 1
+    self_training_eps: float = 0.1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seed", check_seed(self.seed))
@@ -85,15 +97,43 @@ class RobustConfig:
         for name in ("trades_eps", "robust_eps", "probe_C"):
             object.__setattr__(self, name, check_positive(getattr(self, name), name))
         Trades(beta=self.trades_beta, eps=self.trades_eps)  # validates beta
+        object.__setattr__(self, "labeled_fraction",
+                           check_real(self.labeled_fraction, "labeled_fraction", positive=True, below=1.0))
+        object.__setattr__(self, "self_training_threshold",
+                           check_real(self.self_training_threshold, "self_training_threshold", positive=True, below=1.0))
+        object.__setattr__(self, "self_training_rounds", check_int(self.self_training_rounds, "self_training_rounds", 1))
+        object.__setattr__(self, "self_training_eps", check_positive(self.self_training_eps, "self_training_eps"))
+        if self.self_training and int(round(self.labeled_fraction * self.num_samples * 0.8)) < 20:
+            raise ValueError(f"labeled_fraction={self.labeled_fraction} of {self.num_samples} samples leaves fewer than "
+                             "20 labeled training samples; raise labeled_fraction or num_samples")
 
     def regimes(self) -> dict[str, dict[str, Any]]:
-        """Name -> regime dict (the first is the standard baseline)."""
+        """Name -> regime dict (the first is the standard baseline; then the semi-supervised arms)."""
         out = {"standard": Standard().to_dict()}
         for e in self.pgd_eps:
             out[f"pgd_at eps={e:g}"] = PGDAdversarial(eps=e, steps=self.attack_steps).to_dict()
         if self.trades:
             out[f"trades beta={self.trades_beta:g}"] = Trades(beta=self.trades_beta, eps=self.trades_eps,
                                                               steps=self.attack_steps).to_dict()
+        if self.self_training:
+            labels = f"{100 * self.labeled_fraction:g}% labels"
+            adv = PGDAdversarial(eps=self.self_training_eps, steps=self.attack_steps).to_dict()
+            for base, regime in (("standard", Standard().to_dict()), (f"pgd_at eps={self.self_training_eps:g}", adv)):
+                for rounds in (0, self.self_training_rounds):
+                    semi = {"labeled_fraction": self.labeled_fraction, "threshold": self.self_training_threshold,
+                            "rounds": rounds}
+                    name = (f"{base} {labels}" if rounds == 0 else f"self_training {labels}" if base == "standard"
+                            else f"{base} + self_training {labels}")
+                    out[name] = {**regime, "self_training": semi}
+        return out
+
+    def comparisons(self) -> list[tuple[str, str, str]]:
+        """``(arm, baseline, question)`` pairs compared by the study."""
+        regimes = self.regimes()
+        out = [(n, "standard", "robust") for n, r in regimes.items() if n != "standard" and "self_training" not in r]
+        if self.self_training:
+            std, st, adv, both = [n for n, r in regimes.items() if "self_training" in r]
+            out += [(st, std, "self-training"), (adv, std, "robust"), (both, adv, "self-training"), (both, st, "robust")]
         return out
 
 
@@ -185,7 +225,8 @@ def _verdict(ci: list[float]) -> str:
 @dataclass(frozen=True)
 class RobustResult:
     """Per source cell: its regime, seed, clean / PGD accuracy and per-target transfer; per regime and target:
-    means with intervals; per robust regime, target and transfer: the difference from standard training."""
+    means with intervals; per compared arm, target and transfer: the difference from its baseline; the
+    semi-supervised claims (self-training helps; robustness and self-training are complementary)."""
 
     config: RobustConfig
     sources: list[dict[str, Any]]
@@ -194,6 +235,7 @@ class RobustResult:
     seconds: float
     environment: dict[str, Any]
     failed_cells: list[tuple[str, str]] = field(default_factory=list)
+    claims: list[dict[str, Any]] = field(default_factory=list)
 
     def rows(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.sources]
@@ -207,6 +249,7 @@ class RobustResult:
             "config": config_to_dict(self.config),
             "means": self.means,
             "comparisons": self.comparisons,
+            "claims": self.claims,
             "failed_cells": [list(f) for f in self.failed_cells],
             "environment": self.environment,
         }
@@ -228,28 +271,56 @@ def _analyse(cfg: RobustConfig, cells: list[Cell], ctx: Context, seconds: float)
                     "source_accuracy": ctx.results(train.key).get("test_accuracy"),
                     "robust_accuracy": ctx.results(rob.key).get("robust_accuracy"),
                 }
+                trained = ctx.results(train.key)  # pseudo-label counts: None for the fully supervised arms
+                row.update({k: trained.get(k) for k in ("n_labeled", "n_pseudo", "pseudo_accuracy")})
                 res = ctx.results(tr.key)
                 row.update({m: res.get(m) for m in METRICS})
                 sources.append(row)
     means, comparisons = [], []
     keys = ("source_accuracy", "robust_accuracy", *METRICS)
+
+    def group(name: str, t: str) -> list[dict[str, Any]]:
+        return [r for r in sources if r["target"] == t and r["regime"] == name]
+
     for t in cfg.target_domains:
-        base = [r for r in sources if r["target"] == t and r["regime"] == "standard"]
         for name in cfg.regimes():
-            group = [r for r in sources if r["target"] == t and r["regime"] == name]
-            if len(group) < 2:
+            rows = group(name, t)
+            if len(rows) < 2:
                 continue
-            entry: dict[str, Any] = {"regime": name, "target": t, "n": len(group)}
+            entry: dict[str, Any] = {"regime": name, "target": t, "n": len(rows)}
             for k in keys:
-                entry[k], entry[f"{k}_ci"] = _mean_ci([r[k] for r in group], cfg.n_boot, cfg.seed)
+                entry[k], entry[f"{k}_ci"] = _mean_ci([r[k] for r in rows], cfg.n_boot, cfg.seed)
             means.append(entry)
-            if name == "standard" or len(base) < 2:
+        for name, baseline, question in cfg.comparisons():
+            a, b = group(name, t), group(baseline, t)
+            if len(a) < 2 or len(b) < 2:
                 continue
             for k in ("probe_accuracy", "fine_tune_accuracy", "robust_accuracy"):
-                d, ci = _diff_ci([r[k] for r in group], [r[k] for r in base], cfg.n_boot, cfg.seed)
-                comparisons.append({"regime": name, "target": t, "metric": k, "difference": d, "ci": ci,
-                                    "verdict": _verdict(ci)})
-    return RobustResult(cfg, sources, means, comparisons, seconds, environment(), failed)
+                d, ci = _diff_ci([r[k] for r in a], [r[k] for r in b], cfg.n_boot, cfg.seed)
+                comparisons.append({"regime": name, "baseline": baseline, "question": question, "target": t,
+                                    "metric": k, "difference": d, "ci": ci, "verdict": _verdict(ci)})
+    return RobustResult(cfg, sources, means, comparisons, seconds, environment(), failed, _claims(cfg, comparisons))
+
+
+def _claims(cfg: RobustConfig, comparisons: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per target and transfer: does self-training help (over standard training on the labeled part), and are
+    robustness and self-training complementary (the combined arm beats both single arms: *holds* when both
+    comparisons hold, *reversed* when either is reversed)?"""
+    if not cfg.self_training:
+        return []
+    st_vs_std, _, both_vs_adv, both_vs_st = [(a, b) for a, b, _ in cfg.comparisons()[-4:]]
+    out = []
+    for t in cfg.target_domains:
+        for k in ("probe_accuracy", "fine_tune_accuracy"):
+            found = {(c["regime"], c["baseline"]): c["verdict"] for c in comparisons if c["target"] == t and c["metric"] == k}
+            if not {st_vs_std, both_vs_adv, both_vs_st} <= set(found):
+                continue
+            joint = (found[both_vs_adv], found[both_vs_st])
+            complementary = ("holds" if joint == ("holds", "holds") else "reversed" if "reversed" in joint else "inconclusive")
+            out.append({"target": t, "metric": k, "self_training_helps": found[st_vs_std],
+                        "self_training_helps_robust": found[both_vs_adv], "robust_helps_self_trained": found[both_vs_st],
+                        "complementary": complementary})
+    return out
 
 
 class Robust(Experiment):
@@ -289,11 +360,13 @@ def write_robust(result: RobustResult, out_dir: str | Path) -> dict[str, Path]:
 
     out = Path(out_dir)
     csv_path, json_path = write_tables(result.rows() or [{"regime": None}], result.summary(), out)
-    findings = []
+    findings = [Finding(f"Robustness and self-training complementary ({c['metric'].replace('_', ' ')} on {c['target']})",
+                        c["complementary"], f"self-training alone: {c['self_training_helps']}; on top of PGD-AT: "
+                        f"{c['self_training_helps_robust']}") for c in result.claims]
     for c in result.comparisons:
         if c["metric"] in ("probe_accuracy", "fine_tune_accuracy"):
             findings.append(Finding(
-                f"{c['regime']} vs standard, {c['metric'].replace('_', ' ')} on {c['target']}", c["verdict"],
+                f"{c['regime']} vs {c['baseline']}, {c['metric'].replace('_', ' ')} on {c['target']}", c["verdict"],
                 f"difference {c['difference']:+.3f} (95% interval [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}])",
             ))
     mean_rows = [{**{k: v for k, v in m.items() if not k.endswith("_ci")},
@@ -304,12 +377,12 @@ def write_robust(result: RobustResult, out_dir: str | Path) -> dict[str, Path]:
                                                     "probe_accuracy", "fine_tune_accuracy", "alpha1_t2s"],
                                            rows=mean_rows, title="Per regime and target",
                                            all_columns=list(mean_rows[0]) if mean_rows else None)]),
-        Section("Robust regimes against standard training", [Table(
-            columns=["regime", "target", "metric", "difference", "verdict"], title="Difference of means",
+        Section("Each arm against its baseline", [Table(
+            columns=["regime", "baseline", "target", "metric", "difference", "verdict"], title="Difference of means",
             rows=[{**c, "ci": f"[{c['ci'][0]:.3f}, {c['ci'][1]:.3f}]"} for c in result.comparisons],
-            all_columns=["regime", "target", "metric", "difference", "ci", "verdict"])]),
+            all_columns=["regime", "baseline", "question", "target", "metric", "difference", "ci", "verdict"])]),
     ]
-    html = write_report(out / "report.html", title="Robust sources and transfer (E5)", findings=findings[:6],
+    html = write_report(out / "report.html", title="Robust sources and transfer (E5)", findings=findings[: len(result.claims) + 6],
                         sections=sections, config=result.summary()["config"], run_seconds=result.seconds)
     return {"results": csv_path, "summary": json_path, "report": html}
 

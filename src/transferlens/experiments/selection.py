@@ -4,7 +4,8 @@ For each target task, a zoo of candidate sources (architectures x source domains
 deliberately bad ones: a random initialisation and a model trained on shuffled labels per architecture) is
 scored by every registered estimator and by the alpha metrics (against a reference model trained on the
 target), and actually transferred three ways -- linear probe, last-layer retraining, full fine-tuning --
-which are the ground truths. Per target and ground truth, each estimator's ranking is judged with Pearson,
+which are the ground truths (``ground_truths`` may name any method of :mod:`transferlens.transfer_methods`,
+e.g. ``knn`` or ``distill``). Per target and ground truth, each estimator's ranking is judged with Pearson,
 Spearman, Kendall, weighted tau and relative top-1.
 
 Intervals are over **target samples**: each of ``half_samples`` replicates draws a random half of the
@@ -100,11 +101,13 @@ class SelectionConfig:
         for a in self.digits_archs:
             if a not in ("mlp", "cnn2d"):
                 raise ValueError(f"digits_archs: {a!r} does not fit digits; choose from ['mlp', 'cnn2d']")
+        from ..transfer_methods import transfer_method_names
+
         for g in self.ground_truths:
-            if g not in GROUND_TRUTHS:
-                raise ValueError(f"unknown ground truth {g!r}; choose from {list(GROUND_TRUTHS)}")
+            if g not in transfer_method_names():
+                raise ValueError(f"unknown ground truth {g!r}; choose from the transfer methods {transfer_method_names()}")
         if not self.ground_truths:
-            raise ValueError("ground_truths is empty: choose at least one of " + ", ".join(GROUND_TRUTHS))
+            raise ValueError("ground_truths is empty: choose at least one of " + ", ".join(transfer_method_names()))
         for e in self.estimators:
             if e not in estimator_names():
                 raise ValueError(f"unknown estimator {e!r}; choose from {', '.join(estimator_names())}")
@@ -312,27 +315,6 @@ def _zoo_score(cell: Cell, ctx: Context) -> CellOutput:
                       payload={"seconds": seconds}, arrays={"halves": reps})
 
 
-def _truth(cell: Cell, ctx: Context) -> CellOutput:
-    from ..finetune import fine_tune
-    from ..knowledge import linear_probe, retrain_last_layer
-
-    spec = cell.spec
-    model = _zoo.load_model(ctx, cell.deps[0], spec["source"])
-    t = _zoo.task(ctx, spec["target"])
-    t0 = time.perf_counter()
-    if spec["method"] == "linear_probe":
-        r = linear_probe(model, t, C=spec["probe_C"])
-    elif spec["method"] == "last_layer":
-        r = retrain_last_layer(model, t, seed=cell.seed("last_layer"))
-    else:
-        r = fine_tune(model, t, epochs=spec["fine_tune_epochs"], seed=cell.seed("fine_tune"), device=ctx.device)
-    return CellOutput(
-        results=[("accuracy", "", r.accuracy), ("loss", "", r.loss)],
-        payload={"seconds": time.perf_counter() - t0, "options": r.options},
-        arrays={"test_correct": np.asarray(r.test_correct, dtype=bool)},
-    )
-
-
 def _alpha(cell: Cell, ctx: Context) -> CellOutput:
     from ..adversarial import transferability
 
@@ -428,7 +410,7 @@ class Selection(Experiment):
         return _grid(config)
 
     cell_kinds = {"train": _zoo.train_cell, "e4.extract": _extract, "e4.score": _score, "e4.zoo": _zoo_score,
-                  "e4.truth": _truth, "e4.alpha": _alpha}
+                  "e4.truth": _zoo.transfer_cell, "e4.alpha": _alpha}
 
     def describe(self, config: SelectionConfig) -> str:
         n = {f: len(_zoo_cells(config, f)) for f in ("mnist1d", "digits")}
