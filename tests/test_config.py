@@ -90,7 +90,7 @@ def test_to_dict_is_plain_data():
     assert data["architectures"] == ["mlp", "cnn1d"]
     assert data["train"] == {
         "epochs": 5, "batch_size": 128, "lr": 0.01, "weight_decay": 1e-4, "val_fraction": 0.1,
-        "patience": 10, "seed": 0,
+        "patience": 10, "seed": 0, "optimizer": "adam", "momentum": 0.9, "schedule": "constant",
     }
     assert data["eps"] == 0.2 and data["preset"] == "paper"
     assert config_to_dict(E2Config())["eps"] is None

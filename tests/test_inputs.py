@@ -83,6 +83,7 @@ CASES: list[tuple[str, str, str, Any, Callable[[Any], Any]]] = [
     ("fine_tune", "seed", "seed", 3, lambda v: tl.fine_tune(mlp(4, 3), TASK, epochs=1, seed=v, device="cpu")),
     ("TrainConfig", "weight_decay", "real0", 0.0, lambda v: tl.TrainConfig(weight_decay=v)),
     ("TrainConfig", "val_fraction", "real+", 0.2, lambda v: tl.TrainConfig(val_fraction=v)),
+    ("TrainConfig", "momentum", "real0", 0.5, lambda v: tl.TrainConfig(momentum=v)),
     ("retrain_last_layer", "weight_decay", "real0", 1e-4, lambda v: tl.retrain_last_layer(mlp(4, 3), TASK, steps=2, weight_decay=v)),
     ("PGDAdversarial", "eps", "real+", 0.1, lambda v: tl.PGDAdversarial(eps=v)),
     ("PGDAdversarial", "steps", "count", 3, lambda v: tl.PGDAdversarial(steps=v)),
@@ -300,7 +301,7 @@ def test_normalised_values_are_plain_python_types() -> None:
 
 PARAMETER_KINDS = {
     "pca_dim", "folds", "a", "regression", "source_accuracy", "lr_backbone", "lr_head", "weight_decay", "val_fraction",
-    "teacher", "student", "temperature", "alpha", "threshold", "labeled_fraction", "rounds",
+    "teacher", "student", "temperature", "alpha", "threshold", "labeled_fraction", "rounds", "momentum",
     "eps", "steps", "step_size", "seed", "split_seed", "batch_size", "tol", "lr", "C", "max_iter", "level",
     "chunk_size", "k", "n_boot", "confidence", "num_samples", "n_samples", "epochs", "patience", "num_classes",
     "correct_only", "squared", "same_label_space", "random_start", "validate", "strength", "width", "n_eval",

@@ -354,3 +354,58 @@ def test_model_ends_in_eval_mode_when_training_diverges() -> None:
     with pytest.raises(ValueError, match="diverged"):
         fit(model, _tiny_task(n_train=40), epochs=2)
     assert not model.training
+
+
+# --------------------------------------------------------------------------- optimiser and schedule
+
+
+def _lrs_and_optimizer(task: Task, monkeypatch: pytest.MonkeyPatch, **options: Any) -> tuple[list[float], Any]:
+    """The learning rate in force after each epoch, and the optimiser fit built."""
+    from transferlens import training
+
+    built = []
+    real = training._optimizer
+    monkeypatch.setattr(training, "_optimizer", lambda cfg, params: built.append(real(cfg, params)) or built[-1])
+    lrs: list[float] = []
+    model = build_model("mlp", task.input_shape, 10, seed=0)
+    fit(model, task, TrainConfig(lr=0.01, patience=100, **options), device="cpu",
+        on_epoch=lambda *_: lrs.append(built[0].param_groups[0]["lr"]))
+    return lrs, built[0]
+
+
+def test_step_schedule_divides_the_rate_by_ten_at_half_and_three_quarters(small: Task, monkeypatch) -> None:
+    lrs, opt = _lrs_and_optimizer(small, monkeypatch, epochs=4, schedule="step")
+    assert lrs == pytest.approx([0.01, 0.001, 0.0001, 0.0001]) and isinstance(opt, torch.optim.Adam)
+
+
+def test_cosine_schedule_anneals_to_zero(small: Task, monkeypatch) -> None:
+    lrs, _ = _lrs_and_optimizer(small, monkeypatch, epochs=4, schedule="cosine")
+    assert lrs == pytest.approx([0.01 * (1 + math.cos(math.pi * k / 4)) / 2 for k in range(1, 5)], abs=1e-12)
+
+
+def test_the_constant_default_keeps_the_rate(small: Task, monkeypatch) -> None:
+    lrs, _ = _lrs_and_optimizer(small, monkeypatch, epochs=3)
+    assert lrs == [0.01, 0.01, 0.01]
+
+
+@pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW), ("adam", torch.optim.Adam)])
+def test_the_optimizer_option_builds_that_optimizer(small: Task, monkeypatch, name: str, cls: type) -> None:
+    _, opt = _lrs_and_optimizer(small, monkeypatch, epochs=1, optimizer=name, momentum=0.5, weight_decay=1e-3)
+    assert type(opt) is cls and opt.param_groups[0]["weight_decay"] == 1e-3
+    if name == "sgd":
+        assert opt.param_groups[0]["momentum"] == 0.5
+
+
+def test_spec_leaves_default_optimizer_options_out_so_old_cell_keys_stay() -> None:
+    assert set(TrainConfig().spec()) == {"epochs", "batch_size", "lr", "weight_decay", "val_fraction", "patience", "seed"}
+    assert TrainConfig(schedule="cosine").spec()["schedule"] == "cosine"
+    assert "momentum" in TrainConfig(optimizer="sgd", momentum=0.0).spec()
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"optimizer": "lbfgs"}, "unknown optimizer 'lbfgs'"), ({"schedule": "linear"}, "unknown schedule 'linear'"),
+    ({"momentum": 1.0}, "momentum"), ({"momentum": -0.1}, "momentum"),
+])
+def test_bad_optimizer_options_are_refused(options: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**options)

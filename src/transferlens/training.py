@@ -22,13 +22,41 @@ from .regimes import Regime, Standard
 DIVERGENCE_FACTOR = 100.0
 
 
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "step")
+TRAIN_DEFAULTS = {"optimizer": "adam", "momentum": 0.9, "schedule": "constant"}
+
+
 class TrainingWarning(UserWarning):
     """Training ran but did not improve on the untrained model."""
 
 
+def _optimizer(cfg: "TrainConfig", params: Any) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _schedule(cfg: "TrainConfig", opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    if cfg.schedule == "step":
+        milestones = sorted({max(1, cfg.epochs // 2), max(1, (3 * cfg.epochs) // 4)})
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
+    return None
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Options of :func:`fit`. ``patience`` epochs without a better validation loss stop training."""
+    """Options of :func:`fit`. ``patience`` epochs without a better validation loss stop training.
+
+    ``optimizer`` is ``"adam"`` (the default), ``"adamw"`` (decoupled weight decay) or ``"sgd"`` (with
+    ``momentum``); ``schedule`` is ``"constant"`` (the default), ``"cosine"`` (annealed to 0 over ``epochs``)
+    or ``"step"`` (the learning rate times 0.1 after half and again after three quarters of ``epochs``). The
+    schedule steps once per epoch.
+    """
 
     epochs: int = 100
     batch_size: int = 128
@@ -37,8 +65,25 @@ class TrainConfig:
     val_fraction: float = 0.1
     patience: int = 10
     seed: int = 0
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    schedule: str = "constant"
+
+    def spec(self) -> dict[str, Any]:
+        """The options as plain data for a cell spec. ``optimizer``, ``momentum`` and ``schedule`` are left out
+        while they hold their defaults, so the keys of cells from before they existed stay the same."""
+        d = asdict(self)
+        for name in ("optimizer", "momentum", "schedule"):
+            if d[name] == TRAIN_DEFAULTS[name]:
+                del d[name]
+        return d
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {list(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose from {list(SCHEDULES)}")
+        object.__setattr__(self, "momentum", check_real(self.momentum, "momentum", nonnegative=True, below=1.0))
         # Numbers are normalised to plain Python types (numpy scalars and 0-d tensors are accepted).
         for name in ("epochs", "batch_size", "patience"):
             object.__setattr__(self, name, check_int(getattr(self, name), name, 1))
@@ -94,7 +139,8 @@ def fit(
     regime: Regime | None = None,
     **overrides: Any,
 ) -> TrainResult:
-    """Train ``model`` on ``task`` with Adam; keep the weights of the best validation loss.
+    """Train ``model`` on ``task`` (Adam by default; ``config.optimizer`` and ``config.schedule`` choose);
+    keep the weights of the best validation loss.
 
     ``regime`` supplies the per-batch loss (:mod:`transferlens.regimes`: ``Standard()`` cross-entropy, the
     default; ``PGDAdversarial(eps=...)``; ``Trades(beta=..., eps=...)``); early stopping always uses the
@@ -136,7 +182,8 @@ def fit(
     x_tr, y_tr = task.x_train[tr_idx].to(dev), task.y_train[tr_idx].to(dev)
     x_val, y_val = task.x_train[val_idx].to(dev), task.y_train[val_idx].to(dev)
 
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = _optimizer(cfg, model.parameters())
+    schedule = _schedule(cfg, opt)
     with frozen_eval(model), torch.no_grad():
         initial_loss = float(F.cross_entropy(model(x_val), y_val))
     best_loss, best_state, best_epoch, bad = float("inf"), None, 0, 0
@@ -162,6 +209,8 @@ def fit(
                     opt.step()
                     total += float(loss.detach()) * len(idx)
                 train_loss = total / len(order)
+                if schedule is not None:
+                    schedule.step()
                 limit = DIVERGENCE_FACTOR * max(initial_loss, 1.0) if math.isfinite(initial_loss) else math.inf
                 if not math.isfinite(train_loss) or train_loss > limit:
                     raise ValueError(

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +146,7 @@ def _task_spec(cfg: DistillConfig) -> dict[str, Any]:
 
 
 def _teacher_cell(cfg: DistillConfig) -> Cell:
-    spec = {"task": _task_spec(cfg), "arch": cfg.teacher_arch, "regime": {"name": "standard", **asdict(cfg.teacher_train)}}
+    spec = {"task": _task_spec(cfg), "arch": cfg.teacher_arch, "regime": {"name": "standard", **cfg.teacher_train.spec()}}
     return Cell.make("train", spec, label=f"train teacher {cfg.teacher_arch}@{cfg.domain}")
 
 

@@ -195,7 +195,7 @@ def _task_spec(cfg: E2Config, domain: str, draw: str) -> dict[str, Any]:
 
 
 def _train_spec(cfg: E2Config, task: dict[str, Any], arch: str) -> dict[str, Any]:
-    regime = {k: v for k, v in asdict(cfg.train).items()}
+    regime = cfg.train.spec()
     return {"task": task, "arch": arch, "regime": {"name": "standard", **regime}}
 
 

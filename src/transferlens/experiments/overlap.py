@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +190,7 @@ def _task_spec(cfg: OverlapConfig, draw: str, classes: list[int], replicate: int
 
 
 def _train_spec(cfg: OverlapConfig, task: dict[str, Any]) -> dict[str, Any]:
-    return {"task": task, "arch": cfg.arch, "regime": {"name": "standard", **asdict(cfg.train)}}
+    return {"task": task, "arch": cfg.arch, "regime": {"name": "standard", **cfg.train.spec()}}
 
 
 def _name(overlap: float, replicate: int) -> str:

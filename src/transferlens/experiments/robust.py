@@ -21,7 +21,7 @@ otherwise (Salman et al. 2020; Deng et al. 2021).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +146,7 @@ def _train_spec(cfg: RobustConfig, regime: dict[str, Any], replicate: int | None
     task = _task_spec(cfg, domain, draw)
     if replicate is not None:
         task["replicate"] = replicate
-    return {"task": task, "arch": cfg.arch, "regime": {**regime, **asdict(cfg.train)}}
+    return {"task": task, "arch": cfg.arch, "regime": {**regime, **cfg.train.spec()}}
 
 
 def _grid(cfg: RobustConfig) -> list[Cell]:

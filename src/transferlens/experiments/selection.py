@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +143,7 @@ class SelectionConfig:
 
 
 def _regime(cfg: SelectionConfig) -> dict[str, Any]:
-    return {"name": "standard", **asdict(cfg.train)}
+    return {"name": "standard", **cfg.train.spec()}
 
 
 def _task_spec(cfg: SelectionConfig, family: str, domain: str, draw: str, replicate: int | None = None,
