@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 import os
+import tempfile
 
 import pytest
 import torch
@@ -16,6 +17,9 @@ from threadpoolctl import threadpool_limits
 settings.register_profile("reproducible", derandomize=True, deadline=None)
 settings.register_profile("explore", derandomize=False, deadline=None, max_examples=200)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "reproducible"))
+
+# Generated MNIST-1D sets are cached on disk; the suite keeps its own cache, not the user's.
+os.environ.setdefault("TRANSFERLENS_CACHE", tempfile.mkdtemp(prefix="transferlens-test-cache-"))
 
 
 @pytest.fixture(scope="session", autouse=True)

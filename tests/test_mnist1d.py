@@ -220,3 +220,68 @@ def test_no_network_and_no_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Any)
     assert t.x_train.shape == (320, 40)
     assert calls == []
     assert list(tmp_path.iterdir()) == []  # nothing cached on disk either
+
+
+# ------------------------------------------------------------------------------------------ disk cache
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    from transferlens.data import mnist1d
+
+    monkeypatch.setenv("TRANSFERLENS_CACHE", str(tmp_path))
+    mnist1d._generate.cache_clear()
+    yield tmp_path / "mnist1d"
+    mnist1d._generate.cache_clear()
+
+
+def _arrays(t: Task) -> list[torch.Tensor]:
+    return [t.x_train, t.y_train, t.x_test, t.y_test]
+
+
+def test_a_generated_set_is_read_back_from_disk_not_generated_again(fresh_cache, monkeypatch) -> None:
+    from transferlens.data import mnist1d
+
+    first = mnist1d_task("noisy", seed=3, num_samples=200)
+    files = list(fresh_cache.glob("*.npz"))
+    assert len(files) == 1
+    mnist1d._generate.cache_clear()
+    monkeypatch.setattr(mnist1d, "_make", lambda items: pytest.fail("generated again despite the disk cache"))
+    again = mnist1d_task("noisy", seed=3, num_samples=200)
+    assert all(torch.equal(a, b) and a.dtype == b.dtype for a, b in zip(_arrays(first), _arrays(again)))
+
+
+def test_other_arguments_are_other_files(fresh_cache) -> None:
+    mnist1d_task("noisy", seed=3, num_samples=200)
+    mnist1d_task("noisy", seed=4, num_samples=200)
+    mnist1d_task("noisy", seed=3, num_samples=220)
+    assert len(list(fresh_cache.glob("*.npz"))) == 3
+
+
+def test_a_corrupt_cache_file_is_regenerated(fresh_cache) -> None:
+    from transferlens.data import mnist1d
+
+    want = mnist1d_task("sheared", seed=1, num_samples=200)
+    (path,) = fresh_cache.glob("*.npz")
+    path.write_bytes(path.read_bytes()[:100])  # truncated
+    mnist1d._generate.cache_clear()
+    got = mnist1d_task("sheared", seed=1, num_samples=200)
+    assert all(torch.equal(a, b) for a, b in zip(_arrays(want), _arrays(got)))
+    mnist1d._generate.cache_clear()
+    assert all(torch.equal(a, b) for a, b in zip(_arrays(want), _arrays(mnist1d_task("sheared", seed=1, num_samples=200))))
+
+
+def test_cache_off_and_unwritable_cache_still_give_the_data(tmp_path, monkeypatch) -> None:
+    from transferlens.data import mnist1d
+
+    monkeypatch.setenv("TRANSFERLENS_CACHE", "off")
+    mnist1d._generate.cache_clear()
+    assert mnist1d.cache_dir() is None
+    want = mnist1d_task("reference", seed=2, num_samples=200)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("TRANSFERLENS_CACHE", str(blocker))  # mkdir under a file fails: generate, don't cache
+    mnist1d._generate.cache_clear()
+    got = mnist1d_task("reference", seed=2, num_samples=200)
+    assert all(torch.equal(a, b) for a, b in zip(_arrays(want), _arrays(got)))
+    mnist1d._generate.cache_clear()

@@ -3,13 +3,24 @@
 The generator's own arguments are natural domain-shift knobs: noise levels, shear, translation,
 scale, and the spatial shuffle of the sequence. ``MNIST1D_DOMAINS`` names a ladder of domains from the
 reference domain to severe shifts; :func:`mnist1d_task` builds any of them, or any custom mix of knobs.
+
+Generating a 5,000-sample domain takes seconds and gives the same arrays every time for the same
+arguments, so each generated set is kept on disk (an ``.npz`` named by a hash of the generator arguments
+and the ``mnist1d`` version) under ``$TRANSFERLENS_CACHE`` (default ``$XDG_CACHE_HOME/transferlens``,
+else ``~/.cache/transferlens``), and read back instead of generated again. ``TRANSFERLENS_CACHE=off``
+turns the disk cache off; a cache that cannot be written is skipped silently (the data are generated).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import random
+import tempfile
 from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -54,8 +65,72 @@ def _preserve_global_rng() -> Iterator[None]:
         random.setstate(py_state)
 
 
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+_FIELDS = ("x", "y", "x_test", "y_test")
+
+
+def cache_dir() -> Path | None:
+    """Where generated MNIST-1D sets are kept on disk (``None``: ``TRANSFERLENS_CACHE=off``)."""
+    env = os.environ.get("TRANSFERLENS_CACHE")
+    if env is not None and env.strip().lower() in ("off", "0", "no", "false", ""):
+        return None
+    if env:
+        return Path(env).expanduser() / "mnist1d"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "transferlens" / "mnist1d"
+
+
+def _cache_path(items: tuple[tuple[str, Any], ...]) -> Path | None:
+    folder = cache_dir()
+    if folder is None:
+        return None
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        generator = version("mnist1d")
+    except PackageNotFoundError:
+        generator = "unknown"
+    digest = hashlib.sha256(json.dumps([generator, [list(i) for i in items]], default=str).encode()).hexdigest()[:24]
+    return folder / f"{digest}.npz"
+
+
+def _read_cached(path: Path) -> Arrays | None:
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return tuple(f[k] for k in _FIELDS)  # type: ignore[return-value]
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):  # unreadable or truncated: generate again
+        return None
+
+
+def _write_cached(path: Path, arrays: Arrays) -> None:
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **dict(zip(_FIELDS, arrays)))
+        os.replace(tmp, path)  # atomic: a reader never sees half a file
+    except OSError:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 @lru_cache(maxsize=32)
-def _generate(items: tuple[tuple[str, Any], ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _generate(items: tuple[tuple[str, Any], ...]) -> Arrays:
+    """The generated arrays for these generator arguments: from memory, else from the disk cache, else made."""
+    path = _cache_path(items)
+    cached = _read_cached(path) if path is not None and path.exists() else None
+    if cached is not None:
+        return cached
+    arrays = _make(items)
+    if path is not None:
+        _write_cached(path, arrays)
+    return arrays
+
+
+def _make(items: tuple[tuple[str, Any], ...]) -> Arrays:
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args(as_dict=True)
