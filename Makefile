@@ -11,7 +11,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,ray]'
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_store.py
 	$(PY) benchmarks/bench_estimators.py
 	$(PY) benchmarks/bench_training.py
+	$(PY) benchmarks/bench_scale.py
 
 # Run the experiments the README quotes and regenerate its measured tables from them.
 readme-figures: $(STAMP)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -41,3 +45,20 @@ def params_snapshot(model: nn.Module) -> list[torch.Tensor]:
 def same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     """Two state dicts with the same keys and exactly equal tensors."""
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def wait_for_done_cells(db: Path, keys: list[str], at_least: int, proc: subprocess.Popen) -> set[str]:
+    """Poll the store at ``db`` until ``at_least`` of ``keys`` are done or ``proc`` has exited; the done keys."""
+    from transferlens.runs.store import Store
+
+    deadline = time.monotonic() + 120  # a guard against hanging, not a speed check
+    done: set[str] = set()
+    while time.monotonic() < deadline and len(done) < at_least and proc.poll() is None:
+        if db.exists():
+            try:
+                with Store(db) as s:
+                    done = s.done_keys(keys)
+            except Exception:  # noqa: BLE001 - the file may be mid-creation
+                done = set()
+        time.sleep(0.05)
+    return done

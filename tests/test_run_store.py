@@ -8,12 +8,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from helpers import wait_for_done_cells
 from toy_experiment import Toy, ToyConfig
 from transferlens.cli import app
 from transferlens.runs import RunInterrupted, execute
@@ -83,19 +83,8 @@ def test_kill_9_midway_loses_only_the_cell_in_flight(tmp_path: Path) -> None:
     env = {**os.environ, "TOY_DELAY": "0.3", "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, str(HERE / "toy_experiment.py"), str(db), str(n)], env=env)
     keys = [c.key for c in Toy().grid(ToyConfig(n=n))]
-    deadline = time.monotonic() + 120
-    done: set[str] = set()
     try:
-        while time.monotonic() < deadline:
-            if db.exists():
-                try:
-                    with Store(db) as s:
-                        done = s.done_keys(keys)
-                except Exception:  # noqa: BLE001 - the file may be mid-creation
-                    done = set()
-            if len(done) >= 3 or proc.poll() is not None:
-                break
-            time.sleep(0.05)
+        done = wait_for_done_cells(db, keys, 3, proc)
         proc.kill()  # SIGKILL: no handler runs
         proc.wait(timeout=30)
     finally:

@@ -60,6 +60,61 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
         raise _fail(f"cannot write into --out {out}: {exc.strerror or exc}") from exc
 
 
+def _executor_option():
+    return typer.Option(
+        "serial", "--executor",
+        help="Where cells are computed: serial (this process, one at a time), process (a local process pool) "
+        "or ray (a Ray cluster). Every executor gives the same numbers.",
+    )
+
+
+def _workers_option():
+    return typer.Option(
+        None, "--workers",
+        help="Cells computed at once (>= 1; default 1 for serial, the number of CPUs for process and ray). "
+        "Each worker uses --threads threads.",
+    )
+
+
+def _address_option():
+    return typer.Option(None, "--address", help="ray: the cluster to join, auto or HOST:PORT (default: start a local Ray instance).")
+
+
+def _cpus_option():
+    return typer.Option(1.0, "--cpus-per-cell", help="ray: CPUs each cell reserves on the cluster.")
+
+
+def _gpus_option():
+    return typer.Option(0.0, "--gpus-per-cell", help="ray: GPUs each cell reserves; above 0, cells run on cuda.")
+
+
+def _make_executor(kind: str, workers: Optional[int], address: Optional[str], cpus: float, gpus: float, threads: int):
+    """The executor the options ask for, refused with what to do before any work; warnings printed."""
+    import warnings
+
+    from .runs.executors import ExecutorError, make_executor
+
+    if workers is not None and workers < 1:
+        raise _fail(f"--workers must be an integer >= 1 (the number of cells computed at once), got {workers}")
+    if kind != "ray" and (address is not None or cpus != 1.0 or gpus != 0.0):
+        raise _fail(f"--address, --cpus-per-cell and --gpus-per-cell apply to --executor ray only, not to {kind}")
+    names = {"cpus_per_cell": "--cpus-per-cell", "gpus_per_cell": "--gpus-per-cell", "executor must": "--executor must"}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            executor = make_executor(
+                kind, workers=workers, threads_per_worker=threads, address=address, cpus_per_cell=cpus, gpus_per_cell=gpus,
+            )
+        except (ValueError, TypeError, ExecutorError) as exc:
+            message = str(exc)
+            for name, option in names.items():
+                message = message.replace(name, option)
+            raise _fail(message) from exc
+    for w in caught:
+        console.print(f"[yellow]warning:[/yellow] {escape(str(w.message))}")
+    return executor
+
+
 def _run_name() -> str:
     return _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
 
@@ -85,6 +140,11 @@ def run(
         help="CPU threads for torch and BLAS/OpenMP during the run (>= 1). One is fastest for these small models, "
         "especially beside other busy processes.",
     ),
+    executor: str = _executor_option(),
+    workers: Optional[int] = _workers_option(),
+    address: Optional[str] = _address_option(),
+    cpus_per_cell: float = _cpus_option(),
+    gpus_per_cell: float = _gpus_option(),
 ) -> None:
     """Run an experiment: every cell's results go into the store the moment they exist (a rerun skips them),
     then results.csv, summary.json and report.html are written."""
@@ -93,6 +153,7 @@ def run(
 
     if threads < 1:
         raise _fail(f"--threads must be an integer >= 1, got {threads}")
+    runner = _make_executor(executor, workers, address, cpus_per_cell, gpus_per_cell, threads)
     try:
         exp = get_experiment(experiment)
     except ValueError as exc:
@@ -113,7 +174,7 @@ def run(
         raise _fail(str(exc)) from exc
     out_dir = out or Path("runs") / _run_name()
     _check_out_dir(out_dir, overwrite)
-    _execute(exp, cfg, out_dir, store_path=store_path, fresh=fresh, threads=threads)
+    _execute(exp, cfg, out_dir, store_path=store_path, fresh=fresh, threads=threads, executor=runner)
 
 
 _LIST_OPTIONS = ("--candidates", "--estimators")
@@ -153,6 +214,11 @@ def select(
     store_path: Optional[Path] = typer.Option(None, "--store", help="Results store (default runs.db beside the run folders)."),
     fresh: bool = typer.Option(False, "--fresh", help="Recompute every cell, even those already in the store."),
     threads: int = typer.Option(DEFAULT_THREADS, "--threads", help="CPU threads for torch and BLAS during the run (>= 1)."),
+    executor: str = _executor_option(),
+    workers: Optional[int] = _workers_option(),
+    address: Optional[str] = _address_option(),
+    cpus_per_cell: float = _cpus_option(),
+    gpus_per_cell: float = _gpus_option(),
 ) -> None:
     """Rank candidate models for a target task with every transferability estimator.
 
@@ -167,6 +233,7 @@ def select(
 
     if threads < 1:
         raise _fail(f"--threads must be an integer >= 1, got {threads}")
+    runner = _make_executor(executor, workers, address, cpus_per_cell, gpus_per_cell, threads)
     lists = _split_lists(list(ctx.args))
     exp = get_experiment("select")
     overrides: dict[str, object] = {}
@@ -200,7 +267,7 @@ def select(
             seconds=outcome.seconds + second.seconds,
         )
 
-    _execute(exp, cfg, out_dir, store_path=store_path, fresh=fresh, threads=threads, finish=finish)
+    _execute(exp, cfg, out_dir, store_path=store_path, fresh=fresh, threads=threads, finish=finish, executor=runner)
 
 
 def _open_run_store(store_path: Optional[Path], out_dir: Path):
@@ -212,10 +279,26 @@ def _open_run_store(store_path: Optional[Path], out_dir: Path):
         raise _fail(str(exc)) from exc
 
 
-def _execute(exp, cfg, out_dir: Path, *, store_path: Optional[Path], fresh: bool, threads: int, finish=None) -> None:
+def _status(state) -> str:
+    """Running and failed cells and the time left, across all workers."""
+    if state is None:
+        return ""
+    parts = [f"{state.running} running"] + ([f"{state.failed} failed"] if state.failed else [])
+    if state.eta is not None and state.finished < state.total:
+        parts.append(f"ETA {_dt.timedelta(seconds=round(state.eta))}")
+    return ", ".join(parts)
+
+
+def _execute(
+    exp, cfg, out_dir: Path, *, store_path: Optional[Path], fresh: bool, threads: int, finish=None, executor=None,
+) -> None:
     """Run ``exp`` with ``cfg`` into the store with a progress bar, write its outputs into ``out_dir``, print
-    its summary. ``finish(outcome, store)`` may return a new outcome (e.g. a second, verifying pass)."""
+    its summary. ``finish(outcome, store)`` may return a new outcome (e.g. a second, verifying pass).
+    ``executor`` computes the cells (default: serial, in this process)."""
+    from .runs.executors import ExecutorError
     from .runs.runner import RunInterrupted, execute
+
+    executor = executor or "serial"
 
     try:  # a config the grid cannot build is refused before the store is touched
         exp.grid(cfg)
@@ -227,18 +310,20 @@ def _execute(exp, cfg, out_dir: Path, *, store_path: Optional[Path], fresh: bool
     with store, _thread_limit(threads):  # the limit covers writing too: summary.json records the threads in force
         with Progress(
             TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-            console=console, transient=False,
+            TextColumn("{task.fields[status]}"), console=console, transient=False,
         ) as bar:
-            task_id = bar.add_task("starting", total=1)
+            task_id = bar.add_task("starting", total=1, status="")
 
-            def progress(stage: str, done: int, total: int) -> None:
-                bar.update(task_id, description=stage[:28], completed=done, total=total)
+            def progress(stage: str, done: int, total: int, state=None) -> None:
+                bar.update(task_id, description=stage[:28], completed=done, total=total, status=_status(state))
 
             try:
-                outcome = execute(exp, cfg, store=store, fresh=fresh, progress=progress, out_dir=str(out_dir), graceful_interrupt=True)
+                outcome = execute(exp, cfg, store=store, fresh=fresh, progress=progress, out_dir=str(out_dir),
+                                  graceful_interrupt=True, executor=executor)
                 if finish is not None:
                     outcome = finish(outcome, lambda c: execute(exp, c, store=store, fresh=False, progress=progress,
-                                                                out_dir=str(out_dir), graceful_interrupt=True))
+                                                                out_dir=str(out_dir), graceful_interrupt=True,
+                                                                executor=executor))
             except RunInterrupted as stop:
                 bar.stop()
                 console.print(
@@ -246,7 +331,7 @@ def _execute(exp, cfg, out_dir: Path, *, store_path: Optional[Path], fresh: bool
                     f"{store.path}. Run the same command again to resume (finished cells are skipped)."
                 )
                 raise typer.Exit(130) from None
-            except (ValueError, TypeError) as exc:  # a config the grid cannot build (checked before any work)
+            except (ValueError, TypeError, ExecutorError) as exc:  # a config the grid cannot build, a cluster out of reach
                 bar.stop()
                 raise _fail(str(exc)) from exc
         paths = exp.write(outcome.result, out_dir)
