@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import time
 from typing import Any, Callable
 
@@ -179,3 +180,77 @@ def note(benchmark: str, **fields: Any) -> dict[str, Any]:
     rec = {"benchmark": benchmark, **fields}
     _RESULTS.append(rec)
     return rec
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Load-robust comparisons: arms timed alternately, min and median of each, competing load over the window.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def pin_threads(n: int) -> int:
+    """Run torch (and every BLAS/OpenMP pool it drives) with ``n`` threads; returns ``n``.
+
+    On the shared 2-core machine a run with one thread per core is at the mercy of any other process: a worker
+    thread that is descheduled stalls every parallel region until it runs again, which slows the many small
+    calls of a per-sample loop (and batched small-matrix LAPACK calls) by up to 100x and the large batched calls
+    far less. With one thread, a busy core costs every arm alike and ratios stay put.
+    """
+    import torch
+
+    torch.set_num_threads(n)
+    return n
+
+
+def alternate(fns: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """Time the arms alternately (``a b a b ...``) ``repeats`` times each; all times per arm and each arm's
+    last return value."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    outs: dict[str, Any] = {}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t, outs[k] = time_once(fn)
+            times[k].append(t)
+    return times, outs
+
+
+def min_median(times: list[float]) -> tuple[float, float]:
+    """Minimum and median of a list of timings."""
+    return min(times), statistics.median(times)
+
+
+def fmt_times(times: list[float], scale: float = 1.0) -> str:
+    """``min a, median b (t1, t2, ...)`` in seconds, each time multiplied by ``scale`` (an extrapolation)."""
+    lo, med = min_median([t * scale for t in times])
+    return f"min {lo:.3f} s, median {med:.3f} s ({', '.join(f'{t * scale:.3f}' for t in times)})"
+
+
+class LoadWindow:
+    """Competing load (:class:`OtherLoad`: /proc/stat minus this process and its waited-for children) over one
+    benchmark's window, with a warning above ``warn_cores``::
+
+        with LoadWindow("alpha_batched_vs_per_sample") as w:
+            ...
+        w.cores  # None where /proc/stat is unavailable
+    """
+
+    def __init__(self, name: str, warn_cores: float = 0.25) -> None:
+        self.name, self.warn_cores = name, warn_cores
+        self.cores: float | None = None
+
+    def __enter__(self) -> "LoadWindow":
+        self._a = OtherLoad.mark()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.cores = OtherLoad.cores(self._a, OtherLoad.mark())
+        if self.cores is None:
+            say(f"  {self.name}: competing load unknown (no /proc/stat)")
+        elif self.cores > self.warn_cores:
+            say(f"  WARNING {self.name}: other processes kept {self.cores:.2f} cores busy during the window; "
+                "ratios may be distorted")
+        else:
+            say(f"  {self.name}: other processes kept {self.cores:.2f} cores busy during the window")
+
+    @property
+    def rounded(self) -> float | None:
+        return None if self.cores is None else round(self.cores, 3)

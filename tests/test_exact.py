@@ -22,6 +22,7 @@ from torch import nn
 
 from transferlens.alpha import direction_metrics
 from transferlens.exact import (
+    MEMORY_BUDGET,
     ConsistencyCheck,
     ExactTransferability,
     MatchingDistance,
@@ -846,3 +847,149 @@ def test_rank_cutoff_applies_when_n_is_smaller_than_d():
     s, v = singular_directions(_linear(w), _randn(3, 2), 2)
     assert torch.all(s[:, 1] == 0) and torch.all(v[:, 1] == 0)
     assert torch.allclose(v[:, 0].norm(dim=1), torch.ones(3, dtype=v.dtype))
+
+
+# ----------------------------------------------------------------------------------------------
+# Memory budget, chunking and the eigenvector paths
+# ----------------------------------------------------------------------------------------------
+
+
+class _Counting(nn.Module):
+    """Counts forward calls: under ``vmap`` a whole chunk is one call."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.inner(x)
+
+
+def _chunks_used(fn, n_out: int, **kw) -> int:
+    """Forward calls made by ``fn(model, **kw)`` beyond those of a single-chunk run (the input checks)."""
+    model = _Counting(_mlp(5, n_out, seed=1))
+    fn(model, chunk_size=10_000, memory_budget=2**40)
+    single = model.calls
+    model.calls = 0
+    fn(model, **kw)
+    return model.calls - single + 1
+
+
+@pytest.mark.parametrize("n_out", [3, 8])  # d <= n and n < d
+def test_memory_budget_sets_the_chunk_size(n_out):
+    x = _randn(10, 5, seed=2)
+    one = lambda m, **kw: jacobians(m, x, **kw)  # noqa: E731
+    assert _chunks_used(one, n_out, memory_budget=1) == 10  # at least one sample per chunk
+    assert _chunks_used(one, n_out, memory_budget=2**40) == 1
+    assert _chunks_used(one, n_out, memory_budget=2**40, chunk_size=4) == 3  # chunk_size caps the rows
+    assert _chunks_used(one, n_out, memory_budget=1, chunk_size=4) == 10  # the budget caps them too
+    # the budget is counted in bytes per sample: more of it, fewer chunks, with sizes in between
+    counts = [_chunks_used(one, n_out, memory_budget=b) for b in (1, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 2**40)]
+    assert counts == sorted(counts, reverse=True) and counts[0] == 10 and counts[-1] == 1, counts
+    assert any(1 < c < 10 for c in counts), counts
+    pair = lambda m, **kw: exact_transferability(m, _mlp(5, n_out, seed=2), x, **kw)  # noqa: E731
+    assert _chunks_used(pair, n_out, memory_budget=1) == 10
+
+
+@pytest.mark.parametrize("level", [0, 1])
+@pytest.mark.parametrize("n_out", [3, 8])
+def test_memory_budget_does_not_change_results(n_out, level):
+    s = build_model("mlp", (6,), n_out, hidden=(8,), seed=1).double()
+    t = build_model("mlp", (6,), n_out, hidden=(8,), seed=2).double()
+    x = _randn(23, 6, seed=4)
+    ref = exact_transferability(s, t, x, level=level)
+    for budget in (1, 30_000):
+        r = exact_transferability(s, t, x, level=level, memory_budget=budget)
+        _assert_metrics_close(r.metrics(), ref.metrics(), rtol=1e-12, atol=1e-12)
+        for d in ("s2t", "t2s"):
+            np.testing.assert_allclose(getattr(r, d).alpha1_samples, getattr(ref, d).alpha1_samples, rtol=1e-12)
+    np.testing.assert_array_equal(jacobians(s, x, memory_budget=1).numpy(), jacobians(s, x).numpy())
+    sv_1, v_1 = singular_directions(s, x, 2, memory_budget=1)
+    sv, v = singular_directions(s, x, 2)
+    np.testing.assert_allclose(sv_1.numpy(), sv.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(v_1.numpy(), v.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(exact_attack(s, x, 0.1, memory_budget=1).numpy(), exact_attack(s, x, 0.1).numpy())
+
+
+def test_memory_budget_and_chunk_size_options_are_checked_and_recorded():
+    s, t, x = _linear(W_S), _linear(W_T), _randn(3, 5)
+    r = exact_transferability(s, t, x)
+    assert r.options["chunk_size"] is None and r.options["memory_budget"] == MEMORY_BUDGET == 256 * 2**20
+    r = exact_transferability(s, t, x, memory_budget=np.int64(1000), chunk_size=2)
+    assert r.options["memory_budget"] == 1000 and type(r.options["memory_budget"]) is int and r.options["chunk_size"] == 2
+    calls = (
+        lambda v: exact_transferability(s, t, x, memory_budget=v),
+        lambda v: jacobians(t, x, memory_budget=v),
+        lambda v: singular_directions(t, x, memory_budget=v),
+        lambda v: exact_attack(t, x, 0.1, memory_budget=v),
+    )
+    for call in calls:
+        for bad, err in ((0, ValueError), (-5, ValueError), (2.5, TypeError), ("1", TypeError), (True, TypeError), (None, TypeError)):
+            with pytest.raises(err, match="memory_budget must"):
+                call(bad)
+    with pytest.raises(ValueError, match="chunk_size"):
+        exact_attack(t, x, 0.1, chunk_size=0)
+
+
+@pytest.mark.parametrize("level", [0, 1, 4])
+@pytest.mark.parametrize("n_in,n_out", [(170, 160), (160, 170)])  # Gram J J^T (d <= n) / J^T J (n < d), > 150 x 150
+def test_large_linear_jacobians_by_hand(n_in, n_out, level):
+    ws = _randn(n_out, n_in, seed=30).numpy()
+    wt = ws + 0.5 * _randn(n_out, n_in, seed=31).numpy()
+    r = exact_transferability(_linear(ws), _linear(wt), _randn(3, n_in, seed=32), level=level)
+    for res, (wa, wb) in ((r.s2t, (ws, wt)), (r.t2s, (wt, ws))):
+        _, v_a = _np_top_right(wa, level)
+        s_b, _ = _np_top_right(wb)
+        np.testing.assert_allclose(res.alpha1_samples, np.linalg.norm(wb @ v_a) / s_b, rtol=1e-9)
+        assert res.alpha2 == pytest.approx(1.0, abs=1e-9)
+
+
+def test_n_less_than_d_level1_by_hand():
+    """n = 3 inputs, d = 5 outputs: the eigenvector of J^T J below the top, alpha1 against numpy's SVD."""
+    ws, wt = _randn(5, 3, seed=40).numpy(), _randn(5, 3, seed=41).numpy()
+    r = exact_transferability(_linear(ws), _linear(wt), _randn(4, 3, seed=42), level=1)
+    for res, (wa, wb) in ((r.s2t, (ws, wt)), (r.t2s, (wt, ws))):
+        _, v_a = _np_top_right(wa, 1)
+        s_b, _ = _np_top_right(wb)
+        np.testing.assert_allclose(res.alpha1_samples, np.linalg.norm(wb @ v_a) / s_b, rtol=1e-10)
+
+
+@pytest.mark.parametrize("level", [0, 1])
+@pytest.mark.parametrize("n_out", [3, 8])
+def test_failed_factorisation_falls_back_to_the_full_eigendecomposition(monkeypatch, n_out, level):
+    s = build_model("mlp", (6,), n_out, hidden=(8,), seed=1).double()
+    t = build_model("mlp", (6,), n_out, hidden=(8,), seed=2).double()
+    x = _randn(9, 6, seed=5)
+    ref = exact_transferability(s, t, x, level=level)
+    chol, ldl = torch.linalg.cholesky_ex, torch.linalg.ldl_factor_ex
+
+    def fail_some(out):  # report samples 0, 3, 6 as failed, with garbage factors
+        *factors, info = out
+        info = info.clone()
+        info[::3] = 1
+        factors[0] = factors[0].clone()
+        factors[0][::3] = float("nan")
+        return (*factors, info)
+
+    monkeypatch.setattr(torch.linalg, "cholesky_ex", lambda a, **kw: fail_some(chol(a, **kw)))
+    monkeypatch.setattr(torch.linalg, "ldl_factor_ex", lambda a, **kw: fail_some(ldl(a, **kw)))
+    r = exact_transferability(s, t, x, level=level)
+    _assert_metrics_close(r.metrics(), ref.metrics(), rtol=1e-10, atol=1e-12)
+    for d in ("s2t", "t2s"):
+        np.testing.assert_allclose(getattr(r, d).alpha1_samples, getattr(ref, d).alpha1_samples, rtol=1e-10)
+
+
+def test_linear_models_with_fewer_inputs_than_outputs_gradient_matching_by_hand():
+    """n = 3 inputs, d = 5 and 6 outputs: the moments are chunk-wide products there, checked by hand. W_S has
+    rank 2, so W_T is not a linear map of it (s2t > 0) while W_S is one of W_T (t2s = 0)."""
+    ws = _randn(5, 2, seed=50).numpy() @ _randn(2, 3, seed=53).numpy()
+    wt = _randn(6, 3, seed=51).numpy()
+    for budget in (1, MEMORY_BUDGET):
+        r = exact_transferability(_linear(ws), _linear(wt), _randn(7, 3, seed=52), memory_budget=budget)
+        for direction, (wa, wb) in (("s2t", (ws, wt)), ("t2s", (wt, ws))):
+            dist, rel = _hand_grad_match(wa, wb)
+            got = r.gradient_matching[direction]
+            assert got.distance == pytest.approx(dist, rel=1e-7, abs=1e-7)
+            assert got.relative == pytest.approx(rel, rel=1e-7, abs=1e-7)
+        assert r.gradient_matching["s2t"].relative > 0.1

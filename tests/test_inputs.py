@@ -149,6 +149,10 @@ CASES: list[tuple[str, str, str, Any, Callable[[Any], Any]]] = [
     ("exact_attack", "eps", "real+", 0.1, lambda v: tl.exact_attack(_f64(0), X.double(), v)),
     ("exact_attack", "level", "index", 1, lambda v: tl.exact_attack(_f64(0), X.double(), 0.1, level=v)),
     ("exact_attack", "chunk_size", "count", 4, lambda v: tl.exact_attack(_f64(0), X.double(), 0.1, chunk_size=v)),
+    ("exact_transferability", "memory_budget", "count", 4096, lambda v: tl.exact_transferability(_f64(0), _f64(1), X.double(), memory_budget=v)),
+    ("jacobians", "memory_budget", "count", 4096, lambda v: tl.jacobians(_f64(0), X.double(), memory_budget=v)),
+    ("singular_directions", "memory_budget", "count", 4096, lambda v: tl.singular_directions(_f64(0), X.double(), memory_budget=v)),
+    ("exact_attack", "memory_budget", "count", 4096, lambda v: tl.exact_attack(_f64(0), X.double(), 0.1, memory_budget=v)),
     ("check_consistency", "steps", "count", 2, lambda v: tl.check_consistency(_f64(0), _f64(1), X.double(), eps=(0.1,), steps=v)),
     ("check_consistency", "step_multiplier", "real+", 10.0, lambda v: tl.check_consistency(_f64(0), _f64(1), X.double(), eps=(0.1,), steps=2, step_multiplier=v)),
     ("check_consistency", "seed", "seed", 3, lambda v: tl.check_consistency(_f64(0), _f64(1), X.double(), eps=(0.1,), steps=2, seed=v)),
@@ -301,7 +305,7 @@ def test_normalised_values_are_plain_python_types() -> None:
 
 PARAMETER_KINDS = {
     "pca_dim", "folds", "a", "regression", "source_accuracy", "lr_backbone", "lr_head", "weight_decay", "val_fraction",
-    "teacher", "student", "temperature", "alpha", "threshold", "labeled_fraction", "rounds", "momentum",
+    "teacher", "student", "temperature", "alpha", "threshold", "labeled_fraction", "rounds", "momentum", "memory_budget",
     "eps", "steps", "step_size", "seed", "split_seed", "batch_size", "tol", "lr", "C", "max_iter", "level",
     "chunk_size", "k", "n_boot", "confidence", "num_samples", "n_samples", "epochs", "patience", "num_classes",
     "correct_only", "squared", "same_label_space", "random_start", "validate", "strength", "width", "n_eval",

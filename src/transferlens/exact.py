@@ -12,15 +12,22 @@ Jacobian ``J_f(x)`` (``level=k`` uses the (k+1)-th one, an ablation). With it:
   (``s2t``: S's Jacobians mapped onto T's; ``t2s`` the reverse);
 * function matching: ``min_{A,b} sqrt(E ||f_T(x) - A f_S(x) - b||^2)`` in closed form (least squares).
 
-Jacobians come from ``torch.func`` (``vmap`` of ``jacrev``, or ``jacfwd`` when ``n < d``), chunk by chunk,
-so memory holds one chunk of Jacobians at a time; everything is computed in float64.
+Jacobians come from ``torch.func`` (``vmap`` of ``jacrev``, or ``jacfwd`` when ``n < d``), chunk by chunk;
+everything is computed in float64.
+
+Memory: a chunk holds as many samples as fit in ``memory_budget`` bytes (default :data:`MEMORY_BUDGET`,
+256 MiB), estimated from the Jacobians' sizes, the Gram matrices of the smaller side ``min(n, d)`` and the
+models' activations; one chunk is alive at a time, so the working memory does not grow with the number of
+samples (only the per-sample results do: outputs and deviations, ``O(N d)``). Per sample, only the
+``min(n, d) x min(n, d)`` Gram matrix is formed (``J J^T`` when ``d <= n``, ``J^T J`` when ``n < d``); its
+eigenvalues and a few steps of inverse iteration give the wanted singular vector. The moments of the
+gradient matching are chunk-wide matrix products, never per-sample ``d x d`` matrices.
 """
 
 from __future__ import annotations
 
-from contextlib import closing
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,63 +38,128 @@ from ._validate import check_choice, check_flag, check_int, check_model, check_p
 from .alpha import DIRECTIONS, DirectionResult, direction_metrics
 from .attacks import OUTPUTS, ThreatModel, model_output, validate_inputs
 
+MEMORY_BUDGET = 256 * 2**20
+"""Default working-memory budget of one chunk, in bytes (``memory_budget=`` of the functions below)."""
 
-def _check_model_and_input(model: nn.Module, x: torch.Tensor, name: str, output: str) -> int:
+_F64 = 8  # bytes per float64
+
+
+@dataclass(frozen=True)
+class _Model:
+    """What the chunking needs to know about one model on these inputs."""
+
+    model: nn.Module
+    name: str
+    d: int  # outputs measured
+    act: int  # activations per sample in one forward pass (sum of the submodules' output sizes), an estimate
+    device: torch.device
+    dtype: torch.dtype
+
+
+def _prepare(model: nn.Module, x: torch.Tensor, name: str, output: str) -> _Model:
+    """Check that ``model`` maps ``x`` to (N, d) outputs; measure ``d`` and the activations per sample."""
     check_choice(output, "output", OUTPUTS)
-    probe = x[:2].to(model_device(model), model_dtype(model, x.dtype))
-    with frozen_eval(model):
-        out = model_outputs_2d(model, probe, name)
-        if output != "logits":
-            out = model_output(model, probe, output)
-    return int(out.shape[1])
+    dev, dt = model_device(model), model_dtype(model, x.dtype)
+    probe = x[:2].to(dev, dt)
+    sizes: dict[int, int] = {}
+
+    def count(module: nn.Module, _inputs: Any, out: Any) -> None:
+        total = 0
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and t.ndim > 0 and t.shape[0] > 0:
+                total += t.numel() // t.shape[0]
+        sizes[id(module)] = max(sizes.get(id(module), 0), total)
+
+    handles = []
+    try:
+        for m in model.modules():
+            handles.append(m.register_forward_hook(count))
+    except Exception:  # noqa: BLE001 - a module that takes no hooks: the estimate then counts inputs and outputs only
+        pass
+    try:
+        with frozen_eval(model):
+            out = model_outputs_2d(model, probe, name)
+            if output != "logits":
+                out = model_output(model, probe, output)
+    finally:
+        for h in handles:
+            h.remove()
+    return _Model(model, name, int(out.shape[1]), sum(sizes.values()), dev, dt)
 
 
-def _jacobian_chunks(
-    model: nn.Module, x: torch.Tensor, output: str, chunk_size: int, name: str
-) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
-    """Yield ``(rows, outputs (B, d), jacobians (B, d, n))`` in float64 for consecutive chunks of ``x``."""
+def _bytes_per_sample(n: int, models: tuple[_Model, ...]) -> int:
+    """Estimated working memory per sample of one chunk: each model's float64 Jacobian and a transposed copy of
+    it (for the chunk-wide products), its ``min(n, d)`` Gram matrix with a factorisation and workspace, plus the
+    largest Jacobian computation in flight (``torch.func`` carries one tangent per input when ``n < d``, one
+    cotangent per output otherwise, through every activation, in the model's dtype)."""
+    kept = sum(2 * _F64 * m.d * n + 3 * _F64 * min(n, m.d) ** 2 for m in models)
+    elem = [torch.finfo(m.dtype).bits // 8 for m in models]
+    in_flight = max((n if n < m.d else m.d) * (m.act + m.d + n) * e for m, e in zip(models, elem))
+    return kept + in_flight
+
+
+def _chunk_rows(n_samples: int, n: int, models: tuple[_Model, ...], chunk_size: int | None, budget: int) -> int:
+    """Samples per chunk: as many as ``budget`` allows (at least one), at most ``chunk_size`` when given."""
+    rows = max(1, budget // max(1, _bytes_per_sample(n, models)))
+    if chunk_size is not None:
+        rows = min(rows, chunk_size)
+    return min(rows, n_samples)
+
+
+def _jacobian_chunk(m: _Model, xb: torch.Tensor, output: str, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outputs ``(B, d)`` and Jacobians ``(B, d, n)`` of one chunk, in float64 on the CPU."""
     from torch.func import jacfwd, jacrev, vmap
 
-    dev, dt = model_device(model), model_dtype(model, x.dtype)
-    n = int(np.prod(x.shape[1:]))
-    d = _check_model_and_input(model, x, name, output)
-    shape = x.shape[1:]
+    shape = xb.shape[1:]
+    n = int(np.prod(shape))
 
-    def f(xi: torch.Tensor) -> torch.Tensor:
+    def f(xi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # a differentiable copy: a model that works in place on its input must not write into x
-        y = model_output(model, xi.reshape(1, *shape).clone(), output)[0]
+        y = model_output(m.model, xi.reshape(1, *shape).clone(), output)[0]
         return y, y
 
-    jac = jacfwd(f, has_aux=True) if n < d else jacrev(f, has_aux=True)
-    with frozen_eval(model):
-        for i in range(0, len(x), chunk_size):
-            xb = fresh(x[i : i + chunk_size], dev, dt).reshape(-1, n)
-            try:
-                j, out = vmap(jac)(xb)
-            except RuntimeError as exc:
-                raise ValueError(
-                    f"{name}: could not differentiate the model's output with torch.func ({exc}). Exact metrics "
-                    "need a differentiable model made of standard torch operations"
-                ) from exc
-            j, out = j.detach().double(), out.detach().double()
-            # One cheap reduction first (NaN/Inf anywhere propagates); the exact check only if it trips.
-            if not bool(torch.isfinite(j.sum() + out.sum())) and not (
-                bool(torch.isfinite(j).all()) and bool(torch.isfinite(out).all())
-            ):
-                raise ValueError(
-                    f"{name} has NaN/Inf in its outputs or Jacobians (overflow?) on inputs {i}..{i + len(xb) - 1}; "
-                    "rescale the inputs or use a float64 model"
-                )
-            yield slice(i, i + len(xb)), out.cpu(), j.reshape(len(xb), out.shape[1], n).cpu()
+    jac = jacfwd(f, has_aux=True) if n < m.d else jacrev(f, has_aux=True)
+    xin = fresh(xb, m.device, m.dtype).reshape(-1, n)
+    try:
+        j, out = vmap(jac)(xin)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"{m.name}: could not differentiate the model's output with torch.func ({exc}). Exact metrics "
+            "need a differentiable model made of standard torch operations"
+        ) from exc
+    del xin
+    j, out = j.detach().to("cpu", torch.float64), out.detach().to("cpu", torch.float64)
+    # One cheap reduction first (NaN/Inf anywhere propagates); the exact check only if it trips.
+    if not bool(torch.isfinite(j.sum() + out.sum())) and not (bool(torch.isfinite(j).all()) and bool(torch.isfinite(out).all())):
+        raise ValueError(
+            f"{m.name} has NaN/Inf in its outputs or Jacobians (overflow?) on inputs {start}..{start + len(xb) - 1}; "
+            "rescale the inputs or use a float64 model"
+        )
+    return out, j.reshape(len(xb), out.shape[1], n)
 
 
-def _validate(source: nn.Module, target: nn.Module | None, x: Any, level: Any, chunk_size: Any) -> tuple[torch.Tensor, int, int]:
-    """Checked inputs, ``level`` and ``chunk_size`` (numbers normalised to ``int``)."""
+def _chunks(m: _Model, x: torch.Tensor, output: str, rows: int):
+    """``(rows, outputs, Jacobians)`` chunk by chunk, model frozen in eval mode meanwhile. The caller drops each
+    chunk before asking for the next (``del``), so that only one is alive."""
+    with frozen_eval(m.model):
+        for i in range(0, len(x), rows):
+            out, j = _jacobian_chunk(m, x[i : i + rows], output, i)
+            yield slice(i, i + len(out)), out, j
+            del out, j
+
+
+def _validate(
+    source: nn.Module, target: nn.Module | None, x: Any, level: Any, chunk_size: Any, memory_budget: Any
+) -> tuple[torch.Tensor, int, int | None, int]:
+    """Checked inputs, ``level``, ``chunk_size`` (``None`` or a count) and ``memory_budget`` (bytes)."""
     check_model(source, "source" if target is not None else "model")
     if target is not None:
         check_model(target, "target")
     x = validate_inputs(x)
-    return x.detach(), check_int(level, "level", 0), check_int(chunk_size, "chunk_size", 1)
+    level = check_int(level, "level", 0)
+    chunk_size = None if chunk_size is None else check_int(chunk_size, "chunk_size", 1)
+    memory_budget = check_int(memory_budget, "memory_budget", 1)
+    return x.detach(), level, chunk_size, memory_budget
 
 
 def _check_level(level: int, n: int, d: int, name: str) -> None:
@@ -98,13 +170,24 @@ def _check_level(level: int, n: int, d: int, name: str) -> None:
         )
 
 
-def jacobians(model: nn.Module, x: torch.Tensor, *, output: str = "logits", chunk_size: int = 1024) -> torch.Tensor:
-    """Per-sample Jacobians ``(N, d, n)`` (float64) of the model's output w.r.t. its flattened input."""
-    x, _, chunk_size = _validate(model, None, x, 0, chunk_size)
-    return torch.cat([j for _, _, j in _jacobian_chunks(model, x, output, chunk_size, "model")])
+def jacobians(
+    model: nn.Module, x: torch.Tensor, *, output: str = "logits", chunk_size: int | None = None, memory_budget: int = MEMORY_BUDGET
+) -> torch.Tensor:
+    """Per-sample Jacobians ``(N, d, n)`` (float64) of the model's output w.r.t. its flattened input.
+
+    The result itself takes ``8 N d n`` bytes; ``memory_budget`` bounds the working memory on top of it.
+    """
+    x, _, chunk_size, memory_budget = _validate(model, None, x, 0, chunk_size, memory_budget)
+    n = int(np.prod(x.shape[1:]))
+    m = _prepare(model, x, "model", output)
+    result = torch.empty(len(x), m.d, n, dtype=torch.float64)
+    for rows, _, j in _chunks(m, x, output, _chunk_rows(len(x), n, (m,), chunk_size, memory_budget)):
+        result[rows] = j
+        del j
+    return result
 
 
-def _svd(j: torch.Tensor, k: int, gram: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _svd(j: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top ``k`` singular values ``(B, k)`` and right-singular vectors ``(B, k, n)`` of ``j`` (B, d, n).
 
     Through the eigendecomposition of the smaller Gram matrix: a batch of tiny symmetric eigenproblems is
@@ -112,8 +195,7 @@ def _svd(j: torch.Tensor, k: int, gram: torch.Tensor | None = None) -> tuple[tor
     ``sigma_i = ||J^T u_i||``, ``v_i = J^T u_i / sigma_i`` (taking the norm of ``J^T u_i`` rather than the
     square root of the eigenvalue keeps tiny singular values tiny instead of ``sqrt(rounding)``). Singular
     values below the numerical-rank cut-off ``max(d, n) * eps * sigma_max`` are returned as 0 with a zero
-    vector (such samples are degenerate at that level and excluded by the metrics). ``gram`` may pass a
-    precomputed ``J J^T`` (used when d <= n).
+    vector (such samples are degenerate at that level and excluded by the metrics).
     """
     d, n = j.shape[1], j.shape[2]
     if n < d:
@@ -122,7 +204,7 @@ def _svd(j: torch.Tensor, k: int, gram: torch.Tensor | None = None) -> tuple[tor
         sigma = (j @ v.transpose(1, 2)).norm(dim=1)
         scale = torch.ones_like(sigma)
     else:
-        _, u = torch.linalg.eigh(j @ j.transpose(1, 2) if gram is None else gram)
+        _, u = torch.linalg.eigh(j @ j.transpose(1, 2))
         v = (j.transpose(1, 2) @ u.flip(2)[:, :, :k]).transpose(1, 2)  # (B, k, n), rows have norm sigma_i
         sigma = v.norm(dim=2)
         scale = 1.0 / sigma.clamp_min(1e-300)
@@ -133,66 +215,115 @@ def _svd(j: torch.Tensor, k: int, gram: torch.Tensor | None = None) -> tuple[tor
     return torch.where(rank_ok, sigma, torch.zeros_like(sigma)), v * scale.unsqueeze(2)
 
 
-def _top_and_level(j: torch.Tensor, gram: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``sigma_max`` ``(B,)`` and the right-singular vector at ``level`` ``(B, n)`` (zero below the rank cut-off).
+def _eigenvector(gram: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Largest eigenvalue ``(B,)`` (clamped at 0) and a unit eigenvector ``(B, m)`` of the eigenvalue ``level``
+    places below the top, for a batch of symmetric positive semi-definite ``gram`` (B, m, m).
 
-    Faster than a full eigendecomposition when d <= n: the eigenvalues of ``J J^T`` alone, then three
-    steps of inverse iteration shifted just past the wanted eigenvalue give its eigenvector ``u`` to
-    rounding (each step shrinks the error by ``1e-10 * lambda_max / gap``); ``v = J^T u / ||J^T u||``.
-    Samples where the shifted solve fails fall back to the full decomposition.
+    The eigenvalues alone (no eigenvectors: several times cheaper), then three steps of inverse iteration
+    shifted just past the wanted eigenvalue (each step shrinks the error by ``1e-10 * lambda_max / gap``).
+    At level 0 the shift lies above every eigenvalue, so ``shift I - G`` is positive definite and a Cholesky
+    factorisation serves; below the top the shifted matrix is indefinite and a symmetric (Bunch-Kaufman)
+    factorisation is used. Either is factorised once for the three steps (no batched LU: torch's batched LU
+    solve on the CPU returns garbage or hangs from about 150 x 150 up with several threads,
+    pytorch/pytorch#142815). Samples whose factorisation or iteration fails fall back to the full
+    eigendecomposition.
     """
-    d, n = j.shape[1], j.shape[2]
-    if n < d:
-        s, v = _svd(j, level + 1)
-        return s[:, 0], v[:, level, :]
+    b, m = gram.shape[0], gram.shape[1]
     lam = torch.linalg.eigvalsh(gram)  # ascending
     lam_max = lam[:, -1].clamp_min(0)
-    shift = lam[:, d - 1 - level] + 1e-10 * lam_max + 1e-300
-    system = gram - shift.view(-1, 1, 1) * torch.eye(d, dtype=gram.dtype)
+    shift = lam[:, m - 1 - level] + 1e-10 * lam_max + 1e-300
     gen = torch.Generator().manual_seed(0)  # a fixed generic start, the same for every sample
-    u = (torch.rand(d, 1, generator=gen, dtype=gram.dtype) + 0.5).expand(len(j), d, 1)
-    ok = torch.ones(len(j), dtype=torch.bool)
+    u = (torch.rand(m, 1, generator=gen, dtype=gram.dtype) + 0.5).expand(b, m, 1)
+    system = gram.neg()  # shift I - G
+    system.diagonal(dim1=1, dim2=2).add_(shift.unsqueeze(1))
+    if level == 0:  # positive definite
+        factor, info = torch.linalg.cholesky_ex(system)
+        pivots = None
+    else:  # indefinite
+        factor, pivots, info = torch.linalg.ldl_factor_ex(system)
+    del system
+    ok = info == 0
     for _ in range(3):
-        u, info = torch.linalg.solve_ex(system, u)
-        ok &= info == 0
+        if pivots is None:
+            u = torch.linalg.solve_triangular(factor, u, upper=False)
+            u = torch.linalg.solve_triangular(factor.transpose(1, 2), u, upper=True)
+        else:
+            u = torch.linalg.ldl_solve(factor, pivots, u)
         u = u / u.norm(dim=1, keepdim=True)
+    del factor
     ok &= torch.isfinite(u).all(dim=(1, 2))
     if not bool(ok.all()):
         bad = ~ok
         _, vecs = torch.linalg.eigh(gram[bad])
         u = u.clone()
-        u[bad] = vecs[:, :, d - 1 - level : d - level]
-    v = (j.transpose(1, 2) @ u).squeeze(2)
-    sigma = v.norm(dim=1)
+        u[bad] = vecs[:, :, m - 1 - level : m - level]
+    return lam_max, u.squeeze(2)
+
+
+def _top_and_level(j: torch.Tensor, gram: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sigma_max`` ``(B,)`` and the unit right-singular vector at ``level`` ``(B, n)`` of ``j`` (B, d, n), zero
+    below the numerical-rank cut-off ``max(d, n) * eps * sigma_max``.
+
+    ``gram`` is the smaller Gram matrix: ``J J^T`` (B, d, d) when ``d <= n``, whose eigenvector ``u`` gives
+    ``v = J^T u / ||J^T u||``; ``J^T J`` (B, n, n) when ``n < d``, whose eigenvector is ``v`` itself.
+    """
+    d, n = j.shape[1], j.shape[2]
+    lam_max, u = _eigenvector(gram, level)
+    if n < d:
+        v = u
+        sigma = torch.einsum("bdn,bn->bd", j, v).norm(dim=1)
+        scale = torch.ones_like(sigma)
+    else:
+        v = torch.einsum("bdn,bd->bn", j, u)
+        sigma = v.norm(dim=1)
+        scale = 1.0 / sigma.clamp_min(1e-300)
     rank_ok = sigma > max(d, n) * torch.finfo(j.dtype).eps * lam_max.sqrt()
-    scale = torch.where(rank_ok, 1.0 / sigma.clamp_min(1e-300), torch.zeros_like(sigma))
+    scale = torch.where(rank_ok, scale, torch.zeros_like(scale))
     return lam_max.sqrt(), v * scale.unsqueeze(1)
 
 
 def singular_directions(
-    model: nn.Module, x: torch.Tensor, k: int = 1, *, output: str = "logits", chunk_size: int = 1024
+    model: nn.Module,
+    x: torch.Tensor,
+    k: int = 1,
+    *,
+    output: str = "logits",
+    chunk_size: int | None = None,
+    memory_budget: int = MEMORY_BUDGET,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` singular values ``(N, k)`` and right-singular vectors ``(N, k, n)`` of each sample's Jacobian.
 
-    The sign of each vector is arbitrary (as for any SVD); no metric here depends on it.
+    The sign of each vector is arbitrary (as for any SVD); no metric here depends on it. ``chunk_size`` caps
+    the samples per chunk; ``memory_budget`` (bytes) bounds a chunk's working memory.
     """
     k = check_int(k, "k", 1)
-    x, _, chunk_size = _validate(model, None, x, k - 1, chunk_size)
-    values, vectors = [], []
-    for _, out, j in _jacobian_chunks(model, x, output, chunk_size, "model"):
-        _check_level(k - 1, j.shape[2], j.shape[1], "model")
-        s, v = _svd(j, k)
-        values.append(s)
-        vectors.append(v)
-    return torch.cat(values), torch.cat(vectors)
+    x, _, chunk_size, memory_budget = _validate(model, None, x, k - 1, chunk_size, memory_budget)
+    n = int(np.prod(x.shape[1:]))
+    m = _prepare(model, x, "model", output)
+    _check_level(k - 1, n, m.d, "model")
+    values = torch.empty(len(x), k, dtype=torch.float64)
+    vectors = torch.empty(len(x), k, n, dtype=torch.float64)
+    for rows, _, j in _chunks(m, x, output, _chunk_rows(len(x), n, (m,), chunk_size, memory_budget)):
+        values[rows], vectors[rows] = _svd(j, k)
+        del j
+    return values, vectors
 
 
-def exact_attack(model: nn.Module, x: torch.Tensor, eps: float, *, level: int = 0, output: str = "logits", chunk_size: int = 1024) -> torch.Tensor:
+def exact_attack(
+    model: nn.Module,
+    x: torch.Tensor,
+    eps: float,
+    *,
+    level: int = 0,
+    output: str = "logits",
+    chunk_size: int | None = None,
+    memory_budget: int = MEMORY_BUDGET,
+) -> torch.Tensor:
     """The theory's attack: ``delta = eps * v_level(x)`` (shape of ``x``), the l2 step along a right-singular vector."""
     eps = check_positive(eps, "eps")
     level = check_int(level, "level", 0)
     x = validate_inputs(x)
-    _, v = singular_directions(model, x, level + 1, output=output, chunk_size=chunk_size)
+    _, v = singular_directions(model, x, level + 1, output=output, chunk_size=chunk_size, memory_budget=memory_budget)
     return (eps * v[:, level, :]).reshape(x.shape).to(x.dtype)
 
 
@@ -278,15 +409,23 @@ def _function_matching(fa: torch.Tensor, fb: torch.Tensor, direction: str) -> Ma
     return MatchingDistance(direction, float(np.sqrt(sq)), float(np.sqrt(sq / scale)) if scale > 0 else 0.0)
 
 
-def _paired_chunks(source, target, x, output, chunk_size):
-    """Source and target chunks side by side; both generators are closed (their model states restored) on exit."""
-    gs = _jacobian_chunks(source, x, output, chunk_size, "source")
-    gt = _jacobian_chunks(target, x, output, chunk_size, "target")
-    try:
-        yield from zip(gs, gt)
-    finally:
-        gt.close()
-        gs.close()
+def _moment_inputs(j: torch.Tensor) -> torch.Tensor:
+    """A chunk's Jacobians (B, d, n) side by side as one ``d x (B n)`` matrix (a copy), for chunk-wide products."""
+    return j.transpose(0, 1).reshape(j.shape[1], -1)
+
+
+def _side(j: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``sigma_max`` (B,), the unit right-singular vector at ``level`` (B, n) and, when ``d <= n``, the chunk's
+    sum of ``J J^T`` (d, d), already at hand from the per-sample Gram matrices (``None`` when ``n < d``: it is
+    then one product over the chunk, see :func:`exact_transferability`)."""
+    d, n = j.shape[1], j.shape[2]
+    if n < d:
+        gram = j.transpose(1, 2) @ j  # (B, n, n)
+        sig, v = _top_and_level(j, gram, level)
+        return sig, v, None
+    gram = j @ j.transpose(1, 2)  # (B, d, d)
+    sig, v = _top_and_level(j, gram, level)
+    return sig, v, gram.sum(0)
 
 
 def exact_transferability(
@@ -298,7 +437,8 @@ def exact_transferability(
     output: str = "logits",
     squared: bool = False,
     tol: float = 1e-10,
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
+    memory_budget: int = MEMORY_BUDGET,
 ) -> ExactTransferability:
     """Exact alpha metrics both ways, plus gradient- and function-matching distances, on inputs ``x``.
 
@@ -307,53 +447,74 @@ def exact_transferability(
     (of the attacked model) or whose largest singular value (of the other) is ``<= tol`` are excluded and
     counted.
     ``squared`` reports alpha2 and combined as squared Frobenius norms (as the ``paper`` preset does).
+    ``memory_budget`` (bytes, default :data:`MEMORY_BUDGET`) bounds the working memory of a chunk of samples;
+    ``chunk_size`` caps the samples per chunk. Neither changes the results beyond rounding.
     """
     check_model(target, "target")
-    x, level, chunk_size = _validate(source, target, x, level, chunk_size)
+    x, level, chunk_size, memory_budget = _validate(source, target, x, level, chunk_size, memory_budget)
     tol = check_positive(tol, "tol")
     squared = check_flag(squared, "squared")
     n_in = int(np.prod(x.shape[1:]))
-    dev: dict[str, list[torch.Tensor]] = {k: [] for k in ("s2s", "s2t", "t2t", "t2s")}
-    sigma_max: dict[str, list[torch.Tensor]] = {"s": [], "t": []}
-    f_s, f_t = [], []
-    mom_st, mom_ts = _Moments(), _Moments()
-    # The outer context restores both models even when source is target (the generators' own contexts
-    # close in an order that would otherwise leave the shared model frozen).
-    with frozen_eval(source, target), closing(_paired_chunks(source, target, x, output, chunk_size)) as chunks:
-        for (rows, out_s, j_s), (_, out_t, j_t) in chunks:
-            _check_level(level, n_in, j_s.shape[1], "source")
-            _check_level(level, n_in, j_t.shape[1], "target")
-            # Per-sample Gram matrices serve both the singular vectors and the matching moments.
-            g_s, g_t = j_s @ j_s.transpose(1, 2), j_t @ j_t.transpose(1, 2)
-            sig_s, v_s = _top_and_level(j_s, g_s, level)
-            sig_t, v_t = _top_and_level(j_t, g_t, level)
-            dev["s2s"].append(torch.einsum("bdn,bn->bd", j_s, v_s))
-            dev["s2t"].append(torch.einsum("bdn,bn->bd", j_t, v_s))
-            dev["t2t"].append(torch.einsum("bdn,bn->bd", j_t, v_t))
-            dev["t2s"].append(torch.einsum("bdn,bn->bd", j_s, v_t))
+    # The outer context restores both models even when source is target.
+    with frozen_eval(source, target):
+        ms, mt = _prepare(source, x, "source", output), _prepare(target, x, "target", output)
+        _check_level(level, n_in, ms.d, "source")
+        _check_level(level, n_in, mt.d, "target")
+        rows = _chunk_rows(len(x), n_in, (ms, mt), chunk_size, memory_budget)
+        dev = {k: torch.empty(len(x), mt.d if k[-1] == "t" else ms.d, dtype=torch.float64) for k in ("s2s", "s2t", "t2t", "t2s")}
+        top = {"s": torch.empty(len(x), dtype=torch.float64), "t": torch.empty(len(x), dtype=torch.float64)}
+        f_s = torch.empty(len(x), ms.d, dtype=torch.float64)
+        f_t = torch.empty(len(x), mt.d, dtype=torch.float64)
+        mom_st, mom_ts = _Moments(), _Moments()
+        for i in range(0, len(x), rows):
+            xb = x[i : i + rows]
+            r = slice(i, i + len(xb))
+            f_s[r], j_s = _jacobian_chunk(ms, xb, output, i)
+            sig_s, v_s, gram_s = _side(j_s, level)
+            f_t[r], j_t = _jacobian_chunk(mt, xb, output, i)
+            sig_t, v_t, gram_t = _side(j_t, level)
+            dev["s2s"][r] = torch.einsum("bdn,bn->bd", j_s, v_s)
+            dev["s2t"][r] = torch.einsum("bdn,bn->bd", j_t, v_s)
+            dev["t2t"][r] = torch.einsum("bdn,bn->bd", j_t, v_t)
+            dev["t2s"][r] = torch.einsum("bdn,bn->bd", j_s, v_t)
             # alpha1's denominator is the other model's worst case, sigma_max, whatever the attack's level.
-            sigma_max["s"].append(sig_s)
-            sigma_max["t"].append(sig_t)
-            # sum J_T J_S^T over the chunk, (d_T, d_S), as one matrix product
-            cross = j_t.transpose(0, 1).reshape(j_t.shape[1], -1) @ j_s.transpose(0, 1).reshape(j_s.shape[1], -1).T
-            sq_s, sq_t = float(torch.diagonal(g_s, dim1=1, dim2=2).sum()), float(torch.diagonal(g_t, dim1=1, dim2=2).sum())
-            mom_st.add(cross, g_s.sum(0), sq_t)
-            mom_ts.add(cross.T, g_t.sum(0), sq_s)
-            f_s.append(out_s)
-            f_t.append(out_t)
-    d = {k: torch.cat(v).numpy() for k, v in dev.items()}
+            top["s"][r], top["t"][r] = sig_s, sig_t
+            # Chunk-wide moments: sum J_T J_S^T (d_T, d_S) and, when n < d, sum J J^T, each one matrix product.
+            m_s = _moment_inputs(j_s)
+            del j_s
+            m_t = _moment_inputs(j_t)
+            del j_t
+            cross = m_t @ m_s.T
+            if gram_s is None:
+                gram_s = m_s @ m_s.T
+            if gram_t is None:
+                gram_t = m_t @ m_t.T
+            del m_s, m_t
+            # sum ||J||_F^2 over the chunk = trace of the summed Gram matrix
+            sq_s, sq_t = float(torch.trace(gram_s)), float(torch.trace(gram_t))
+            mom_st.add(cross, gram_s, sq_t)
+            mom_ts.add(cross.T, gram_t, sq_s)
+            del cross, gram_s, gram_t
+    d = {k: v.numpy() for k, v in dev.items()}
     keep = np.ones(len(x), dtype=bool)
-    top = {k: torch.cat(v).numpy()[:, None] for k, v in sigma_max.items()}  # norms of the top deviations
-    s2t = direction_metrics("s2t", d["s2s"], d["s2t"], top["t"], keep, tol, squared, None)
-    t2s = direction_metrics("t2s", d["t2t"], d["t2s"], top["s"], keep, tol, squared, None)
-    fs, ft = torch.cat(f_s), torch.cat(f_t)
+    tops = {k: v.numpy()[:, None] for k, v in top.items()}  # norms of the top deviations
+    s2t = direction_metrics("s2t", d["s2s"], d["s2t"], tops["t"], keep, tol, squared, None)
+    t2s = direction_metrics("t2s", d["t2t"], d["t2s"], tops["s"], keep, tol, squared, None)
     return ExactTransferability(
         s2t=s2t,
         t2s=t2s,
         gradient_matching={"s2t": mom_st.distance(len(x), "s2t"), "t2s": mom_ts.distance(len(x), "t2s")},
-        function_matching={"s2t": _function_matching(fs, ft, "s2t"), "t2s": _function_matching(ft, fs, "t2s")},
+        function_matching={"s2t": _function_matching(f_s, f_t, "s2t"), "t2s": _function_matching(f_t, f_s, "t2s")},
         n=len(x),
-        options={"level": level, "output": output, "squared": squared, "tol": tol, "chunk_size": chunk_size, "attack": "exact"},
+        options={
+            "level": level,
+            "output": output,
+            "squared": squared,
+            "tol": tol,
+            "chunk_size": chunk_size,
+            "memory_budget": memory_budget,
+            "attack": "exact",
+        },
     )
 
 
