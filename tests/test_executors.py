@@ -185,6 +185,84 @@ def test_a_cell_is_submitted_only_after_its_dependencies_finish() -> None:
     assert out.result == execute(Toy(), cfg).result
 
 
+def _e2_like_grid() -> list[Cell]:
+    """E2's shape: a target, then per source a training followed by its measurement (needs both)."""
+    target = Cell.make("train", {"name": "target"}, label="target")
+    grid = [target]
+    for name in ("s1", "s2", "s3"):
+        src = Cell.make("train", {"name": name}, label=f"train {name}")
+        grid += [src, Cell.make("measure", {"name": name}, deps=(src.key, target.key), label=f"measure {name}")]
+    return grid
+
+
+def _pop_all(schedule) -> list[str]:
+    """Labels in the order a schedule hands its cells out when each finishes as soon as it is taken."""
+    order = []
+    while (cell := schedule.pop()) is not None:
+        order.append(cell.label)
+        schedule.finish(cell.key)
+    return order
+
+
+def test_chain_lengths_count_the_longest_chain_of_cells_waiting_on_each() -> None:
+    from transferlens.runs.runner import _chain_lengths
+
+    a = Cell.make("k", {"n": "a"})
+    b = Cell.make("k", {"n": "b"}, deps=(a.key,))
+    c = Cell.make("k", {"n": "c"}, deps=(b.key,))
+    d = Cell.make("k", {"n": "d"}, deps=(a.key,))
+    e = Cell.make("k", {"n": "e"})
+    assert _chain_lengths([a, b, c, d, e]) == {a.key: 2, b.key: 1, c.key: 0, d.key: 0, e.key: 0}
+
+
+def test_one_worker_keeps_grid_order_and_several_train_every_source_before_measuring() -> None:
+    from transferlens.runs.runner import _Schedule
+
+    grid = _e2_like_grid()
+    assert _pop_all(_Schedule(grid, set())) == [c.label for c in grid]
+    assert _pop_all(_Schedule(grid, set(), by_chain=True)) == [
+        "target", "train s1", "train s2", "train s3", "measure s1", "measure s2", "measure s3",
+    ]
+    # cells already done leave the chains of the rest as they are
+    done = {grid[0].key}
+    assert _pop_all(_Schedule(grid, done, by_chain=True))[:3] == ["train s1", "train s2", "train s3"]
+
+
+class E2Shape(Experiment):
+    name = "executor-test-e2-shape"
+    config_cls = ChainConfig
+    cell_kinds = {"train": lambda cell, ctx: CellOutput(), "measure": lambda cell, ctx: CellOutput()}
+
+    def grid(self, config: Any) -> list[Cell]:
+        return _e2_like_grid()
+
+    def analyse(self, config: Any, cells: list[Cell], ctx: Context, seconds: float = 0.0) -> Any:
+        return None
+
+    def write(self, result: Any, out_dir: str | Path) -> dict[str, Path]:
+        return {}
+
+
+class Recording(SerialExecutor):
+    """Computes in this process, in submission order, with ``workers`` cells in flight."""
+
+    def __init__(self, workers: int) -> None:
+        super().__init__()
+        self.workers, self.order = workers, []
+
+    def submit(self, cell, deps) -> None:
+        self.order.append(cell.label)
+        super().submit(cell, deps)
+
+
+def test_two_workers_submit_every_training_before_any_measurement() -> None:
+    one, two = Recording(1), Recording(2)
+    execute(E2Shape(), ChainConfig(), executor=one)
+    execute(E2Shape(), ChainConfig(), executor=two)
+    assert one.order == [c.label for c in _e2_like_grid()]
+    assert [label.split()[0] for label in two.order] == ["target"] + ["train"] * 3 + ["measure"] * 3
+
+
 def test_workers_compute_in_other_processes_without_the_store_with_pinned_threads(chain, tmp_path) -> None:
     with Store(tmp_path / "runs.db") as store:
         out = execute(chain, ChainConfig(), executor=make_executor("process", workers=2, threads_per_worker=2), store=store)

@@ -59,9 +59,11 @@ EXECUTORS = ("serial", "process", "ray")
 # Imported once by the forkserver, so that every pool (and every pool rebuilt after a crash) starts in
 # milliseconds rather than each worker importing torch again; scikit-learn and SciPy are otherwise imported
 # on first use, inside a worker's first cells. Imports only: the forkserver runs no torch code.
+# ``torch._dynamo`` (with SymPy, about 0.9 s) is what torch imports the first time an optimizer is built,
+# inside every worker's first training cell otherwise.
 PRELOAD = [
     "transferlens.experiments", "transferlens.runs.executors", "sklearn.linear_model", "sklearn.preprocessing",
-    "sklearn.model_selection", "sklearn.metrics", "scipy.stats",
+    "sklearn.model_selection", "sklearn.metrics", "scipy.stats", "torch._dynamo",
 ]
 # Read by OpenMP / OpenBLAS / MKL when they load (the same variables the CLI's --threads sets).
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")

@@ -111,12 +111,17 @@ def _takes_state(progress: Progress) -> bool:
 
 
 class _Schedule:
-    """The cells still to run: a cell becomes ready once every cell it depends on is finished; ready cells
-    come out in grid order (so one worker runs them exactly in grid order)."""
+    """The cells still to run: a cell becomes ready once every cell it depends on is finished. With one
+    worker, ready cells come out in grid order (so it runs them exactly in grid order). With several
+    (``by_chain``), the cells with the longest chain of cells waiting on them go first, in grid order among
+    equals: in E2 every source is trained before any is measured, so the run ends on the short measurement
+    cells spread over all workers, not on one worker finishing a training and then its measurement while
+    the others idle. The order never changes a number: every cell's seed comes from its key."""
 
-    def __init__(self, cells: list[Cell], done: set[str]) -> None:
+    def __init__(self, cells: list[Cell], done: set[str], by_chain: bool = False) -> None:
         self.cells = {c.key: c for c in cells}
-        self.index = {c.key: i for i, c in enumerate(cells)}
+        chain = _chain_lengths(cells) if by_chain else {}
+        self.index = {c.key: (-chain.get(c.key, 0), i) for i, c in enumerate(cells)}
         self.blockers: dict[str, int] = {}
         self.dependents: dict[str, list[str]] = {}
         self.ready: list[tuple[int, str]] = []
@@ -145,6 +150,18 @@ class _Schedule:
                 heapq.heappush(self.ready, (self.index[k], k))
 
 
+def _chain_lengths(cells: list[Cell]) -> dict[str, int]:
+    """For each cell, how many cells the longest chain of cells that wait on it holds (0 when none does)."""
+    dependents: dict[str, list[str]] = {}
+    for c in cells:
+        for d in c.deps:
+            dependents.setdefault(d, []).append(c.key)
+    length: dict[str, int] = {}
+    for c in reversed(cells):  # a checked grid lists every cell after the cells it depends on
+        length[c.key] = max((1 + length[k] for k in dependents.get(c.key, ())), default=0)
+    return length
+
+
 class _Loop:
     """Submits ready cells to the executor (at most ``executor.workers`` at once), records each finished
     cell (into the store when there is one, into ``ctx.outputs`` always) and reports progress."""
@@ -153,7 +170,7 @@ class _Loop:
         self, cells: list[Cell], done: set[str], executor: Executor, ctx: Context,
         store: "Store | None", progress: Progress | None,
     ) -> None:
-        self.schedule = _Schedule(cells, done)
+        self.schedule = _Schedule(cells, done, by_chain=executor.workers > 1)
         self.executor, self.ctx, self.store = executor, ctx, store
         self.progress, self.with_state = progress, progress is not None and _takes_state(progress)
         self.total, self.skipped = len(cells), len(done)
