@@ -203,8 +203,17 @@ def test_jacobians_accept_numpy_input_and_float32_models():
 # ----------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(params=["batched", "lapack"])
+def eigen_path(request, monkeypatch):
+    """Both ways of solving the samples' Gram eigenproblems: one torch batch, or LAPACK sample by sample."""
+    import transferlens.exact as exact_module
+
+    monkeypatch.setattr(exact_module, "LAPACK_FROM", 10**9 if request.param == "batched" else 1)
+    return request.param
+
+
 @pytest.mark.parametrize("n_in,n_out", [(5, 3), (3, 6), (4, 4)])
-def test_singular_directions_match_numpy_svd(n_in, n_out):
+def test_singular_directions_match_numpy_svd(n_in, n_out, eigen_path):
     model, x = _mlp(n_in, n_out, seed=n_in + n_out), _randn(9, n_in, seed=13)
     k = min(n_in, n_out)
     sigma, v = singular_directions(model, x, k)
@@ -945,7 +954,7 @@ def test_large_linear_jacobians_by_hand(n_in, n_out, level):
         assert res.alpha2 == pytest.approx(1.0, abs=1e-9)
 
 
-def test_n_less_than_d_level1_by_hand():
+def test_n_less_than_d_level1_by_hand(eigen_path):
     """n = 3 inputs, d = 5 outputs: the eigenvector of J^T J below the top, alpha1 against numpy's SVD."""
     ws, wt = _randn(5, 3, seed=40).numpy(), _randn(5, 3, seed=41).numpy()
     r = exact_transferability(_linear(ws), _linear(wt), _randn(4, 3, seed=42), level=1)
@@ -953,6 +962,51 @@ def test_n_less_than_d_level1_by_hand():
         _, v_a = _np_top_right(wa, 1)
         s_b, _ = _np_top_right(wb)
         np.testing.assert_allclose(res.alpha1_samples, np.linalg.norm(wb @ v_a) / s_b, rtol=1e-10)
+
+
+@pytest.mark.parametrize("level", [0, 2])
+@pytest.mark.parametrize("n_in,n_out", [(40, 34), (34, 40)])  # J J^T (d <= n) / J^T J (n < d)
+def test_lapack_and_batched_eigen_paths_agree(monkeypatch, n_in, n_out, level):
+    import transferlens.exact as exact_module
+
+    s = build_model("mlp", (n_in,), n_out, hidden=(20,), seed=3).double()
+    t = build_model("mlp", (n_in,), n_out, hidden=(20,), seed=4).double()
+    x = _randn(11, n_in, seed=6)
+    assert min(n_in, n_out) >= exact_module.LAPACK_FROM
+    lapack = exact_transferability(s, t, x, level=level)
+    sig_l, v_l = singular_directions(s, x, 3)
+    monkeypatch.setattr(exact_module, "LAPACK_FROM", 10**9)
+    batched = exact_transferability(s, t, x, level=level)
+    sig_b, v_b = singular_directions(s, x, 3)
+    _assert_metrics_close(lapack.metrics(), batched.metrics(), rtol=1e-10, atol=1e-12)
+    for d in ("s2t", "t2s"):
+        np.testing.assert_allclose(getattr(lapack, d).alpha1_samples, getattr(batched, d).alpha1_samples, rtol=1e-10)
+    np.testing.assert_allclose(sig_l.numpy(), sig_b.numpy(), rtol=1e-10)
+    np.testing.assert_allclose((v_l * v_b).sum(2).abs().numpy(), 1.0, atol=1e-9)  # same vectors up to sign
+
+
+def test_failed_lapack_eigensolver_falls_back_to_numpy(monkeypatch):
+    import scipy.linalg.lapack as lapack
+
+    s = build_model("mlp", (36,), 40, hidden=(20,), seed=1).double()
+    t = build_model("mlp", (36,), 40, hidden=(20,), seed=2).double()
+    x = _randn(7, 36, seed=5)
+    ref = exact_transferability(s, t, x, level=1)
+    real, calls = lapack.dsyevr, []
+
+    def fail_some(a, **kw):  # every third call reports failure after scribbling over its input
+        calls.append(1)
+        if len(calls) % 3 == 0:
+            a[:] = np.nan
+            return np.zeros(2), np.zeros((len(a), 2)), 0, np.zeros(4, dtype=np.int32), 1
+        return real(a, **kw)
+
+    monkeypatch.setattr(lapack, "dsyevr", fail_some)
+    r = exact_transferability(s, t, x, level=1)
+    assert len(calls) == 2 * len(x)
+    _assert_metrics_close(r.metrics(), ref.metrics(), rtol=1e-10, atol=1e-12)
+    for d in ("s2t", "t2s"):
+        np.testing.assert_allclose(getattr(r, d).alpha1_samples, getattr(ref, d).alpha1_samples, rtol=1e-10)
 
 
 @pytest.mark.parametrize("level", [0, 1])

@@ -19,9 +19,12 @@ Memory: a chunk holds as many samples as fit in ``memory_budget`` bytes (default
 256 MiB), estimated from the Jacobians' sizes, the Gram matrices of the smaller side ``min(n, d)`` and the
 models' activations; one chunk is alive at a time, so the working memory does not grow with the number of
 samples (only the per-sample results do: outputs and deviations, ``O(N d)``). Per sample, only the
-``min(n, d) x min(n, d)`` Gram matrix is formed (``J J^T`` when ``d <= n``, ``J^T J`` when ``n < d``); its
-eigenvalues and a few steps of inverse iteration give the wanted singular vector. The moments of the
-gradient matching are chunk-wide matrix products, never per-sample ``d x d`` matrices.
+``min(n, d) x min(n, d)`` Gram matrix is formed (``J J^T`` when ``d <= n``, ``J^T J`` when ``n < d``). Small
+ones (``min(n, d) <`` :data:`LAPACK_FROM`) are solved as one torch batch: eigenvalues, then a few steps of
+inverse iteration for the wanted singular vector. Larger ones go to LAPACK one sample at a time: ``dsyrk``
+forms the Gram matrix, ``dsyevr`` computes only the wanted eigenpairs. The moments of the gradient matching
+are one symmetric rank-k update (``dsyrk``) of both models' Jacobians side by side per chunk, never
+per-sample ``d x d`` matrices.
 """
 
 from __future__ import annotations
@@ -187,25 +190,64 @@ def jacobians(
     return result
 
 
+LAPACK_FROM = 32
+"""From this ``min(n, d)`` up, each sample's Gram matrix is formed and solved by LAPACK one sample at a time
+(``dsyrk``, then ``dsyevr`` for the wanted eigenpairs only); below it, the chunk's small problems go to torch
+as one batch."""
+
+
+def _gram_eigenpairs_lapack(j: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top ``k`` eigenvalues ``(B, k)`` (descending, clamped at 0) and unit eigenvectors ``(B, k, m)`` of
+    each sample's smaller Gram matrix (``J^T J`` when ``n < d``, else ``J J^T``; ``m = min(n, d)``).
+
+    Per sample: the Gram's upper triangle by ``dsyrk`` (half the work of a matrix product), then ``dsyevr``
+    (relatively robust representations) for the eigenpairs ``m - k + 1 .. m`` only: the reduction to
+    tridiagonal form, and no eigenvector beyond the ``k`` wanted. A sample whose ``dsyevr`` fails falls back to
+    numpy's full ``eigh``.
+    """
+    from scipy.linalg import blas, lapack
+
+    jn = j.contiguous().numpy()
+    b, d, n = jn.shape
+    m = min(d, n)
+    values = np.empty((b, k))
+    vectors = np.empty((b, k, m))
+    for i in range(b):
+        a = jn[i].T  # (n, d), Fortran order: no copy on the way to BLAS
+        gram = blas.dsyrk(1.0, a, trans=0 if n < d else 1)  # a a^T = J^T J, or a^T a = J J^T; upper triangle
+        w, z, found, _, info = lapack.dsyevr(gram, compute_v=1, range="I", il=m - k + 1, iu=m, lower=0, overwrite_a=1)
+        if info != 0 or found != k:
+            full = a @ a.T if n < d else a.T @ a  # dsyevr may have overwritten the Gram: form it again
+            w, z = np.linalg.eigh(full)
+            w, z = w[m - k :], z[:, m - k :]
+        values[i] = w[:k][::-1]
+        vectors[i] = z[:, :k][:, ::-1].T
+    return torch.from_numpy(values).clamp_min(0), torch.from_numpy(vectors)
+
+
 def _svd(j: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top ``k`` singular values ``(B, k)`` and right-singular vectors ``(B, k, n)`` of ``j`` (B, d, n).
 
     Through the eigendecomposition of the smaller Gram matrix: a batch of tiny symmetric eigenproblems is
-    several times cheaper than a batched SVD. When d <= n the left vectors ``u_i`` come from ``J J^T`` and
+    several times cheaper than a batched SVD (from :data:`LAPACK_FROM` up, LAPACK computes only the ``k``
+    wanted eigenpairs of each). When d <= n the left vectors ``u_i`` come from ``J J^T`` and
     ``sigma_i = ||J^T u_i||``, ``v_i = J^T u_i / sigma_i`` (taking the norm of ``J^T u_i`` rather than the
     square root of the eigenvalue keeps tiny singular values tiny instead of ``sqrt(rounding)``). Singular
     values below the numerical-rank cut-off ``max(d, n) * eps * sigma_max`` are returned as 0 with a zero
     vector (such samples are degenerate at that level and excluded by the metrics).
     """
     d, n = j.shape[1], j.shape[2]
+    if min(d, n) >= LAPACK_FROM:
+        _, vecs = _gram_eigenpairs_lapack(j, k)  # (B, k, m)
+    else:
+        _, vecs = torch.linalg.eigh(j.transpose(1, 2) @ j if n < d else j @ j.transpose(1, 2))
+        vecs = vecs.flip(2)[:, :, :k].transpose(1, 2)  # (B, k, m), unit rows
     if n < d:
-        _, vecs = torch.linalg.eigh(j.transpose(1, 2) @ j)
-        v = vecs.flip(2)[:, :, :k].transpose(1, 2)  # (B, k, n), unit rows
+        v = vecs
         sigma = (j @ v.transpose(1, 2)).norm(dim=1)
         scale = torch.ones_like(sigma)
     else:
-        _, u = torch.linalg.eigh(j @ j.transpose(1, 2))
-        v = (j.transpose(1, 2) @ u.flip(2)[:, :, :k]).transpose(1, 2)  # (B, k, n), rows have norm sigma_i
+        v = (j.transpose(1, 2) @ vecs.transpose(1, 2)).transpose(1, 2)  # (B, k, n), rows have norm sigma_i
         sigma = v.norm(dim=2)
         scale = 1.0 / sigma.clamp_min(1e-300)
     # Below the numerical rank cut-off (as in pinv) a direction is rounding noise; it is returned as 0
@@ -260,15 +302,20 @@ def _eigenvector(gram: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Te
     return lam_max, u.squeeze(2)
 
 
-def _top_and_level(j: torch.Tensor, gram: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _top_and_level(j: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``sigma_max`` ``(B,)`` and the unit right-singular vector at ``level`` ``(B, n)`` of ``j`` (B, d, n), zero
     below the numerical-rank cut-off ``max(d, n) * eps * sigma_max``.
 
-    ``gram`` is the smaller Gram matrix: ``J J^T`` (B, d, d) when ``d <= n``, whose eigenvector ``u`` gives
-    ``v = J^T u / ||J^T u||``; ``J^T J`` (B, n, n) when ``n < d``, whose eigenvector is ``v`` itself.
+    From the smaller Gram matrix: ``J J^T`` (d x d) when ``d <= n``, whose eigenvector ``u`` gives
+    ``v = J^T u / ||J^T u||``; ``J^T J`` (n x n) when ``n < d``, whose eigenvector is ``v`` itself. From
+    :data:`LAPACK_FROM` up, LAPACK sample by sample (:func:`_gram_eigenpairs_lapack`), else a torch batch.
     """
     d, n = j.shape[1], j.shape[2]
-    lam_max, u = _eigenvector(gram, level)
+    if min(d, n) >= LAPACK_FROM:
+        values, vecs = _gram_eigenpairs_lapack(j, level + 1)
+        lam_max, u = values[:, 0], vecs[:, level]
+    else:
+        lam_max, u = _eigenvector(j.transpose(1, 2) @ j if n < d else j @ j.transpose(1, 2), level)
     if n < d:
         v = u
         sigma = torch.einsum("bdn,bn->bd", j, v).norm(dim=1)
@@ -376,26 +423,43 @@ class ExactTransferability:
 
 
 class _Moments:
-    """Streaming sums for the optimal affine map of ``a``'s Jacobians onto ``b``'s: ``sum J_b J_a^T``,
-    ``sum J_a J_a^T`` and ``sum ||J_b||_F^2``."""
+    """Streaming sum of the joint Gram matrix of both models' Jacobians, ``sum [J_S; J_T] [J_S; J_T]^T``
+    (``d_S + d_T`` square; upper triangle), whose blocks are ``sum J_S J_S^T``, ``sum J_T J_S^T`` and
+    ``sum J_T J_T^T``: everything the optimal affine maps between the Jacobians need, from one symmetric
+    rank-k update per chunk (``dsyrk``: half the work of the three matrix products it replaces)."""
 
-    def __init__(self) -> None:
-        self.ba: torch.Tensor | float = 0.0
-        self.aa: torch.Tensor | float = 0.0
-        self.bb = 0.0
+    def __init__(self, d_s: int, d_t: int) -> None:
+        self.d_s = d_s
+        self.upper = np.zeros((d_s + d_t, d_s + d_t))
 
-    def add(self, cross_ba: torch.Tensor, gram_a: torch.Tensor, sq_b: float) -> None:
-        self.ba = self.ba + cross_ba
-        self.aa = self.aa + gram_a
-        self.bb += sq_b
+    def add(self, j_s: torch.Tensor, j_t: torch.Tensor) -> None:
+        """Add one chunk, Jacobians ``(B, d_S, n)`` and ``(B, d_T, n)``."""
+        from scipy.linalg import blas
 
-    def distance(self, n: int, direction: str) -> MatchingDistance:
-        a_star = self.ba @ torch.linalg.pinv(self.aa, hermitian=True)
-        # E||J_b - A J_a||^2 = E||J_b||^2 - 2 tr(A E[J_a J_b^T]) + tr(A E[J_a J_a^T] A^T)
-        sq = self.bb - 2 * float(torch.trace(a_star @ self.ba.T)) + float(torch.trace(a_star @ self.aa @ a_star.T))
-        sq = max(sq, 0.0) / n
-        scale = self.bb / n
-        return MatchingDistance(direction, float(np.sqrt(sq)), float(np.sqrt(sq / scale)) if scale > 0 else 0.0)
+        b, d_s, n = j_s.shape
+        side = torch.empty(d_s + j_t.shape[1], b * n, dtype=torch.float64)  # [J_S; J_T], samples side by side
+        side[:d_s].view(d_s, b, n).copy_(j_s.transpose(0, 1))
+        side[d_s:].view(-1, b, n).copy_(j_t.transpose(0, 1))
+        # side.T is Fortran-ordered for BLAS (no copy); trans=1 gives side side^T
+        self.upper += blas.dsyrk(1.0, side.numpy().T, trans=1)
+
+    def distances(self, n: int) -> dict[str, MatchingDistance]:
+        full = torch.from_numpy(np.triu(self.upper) + np.triu(self.upper, 1).T)
+        ds = self.d_s
+        gram_s, gram_t, cross = full[:ds, :ds], full[ds:, ds:], full[ds:, :ds]  # cross = sum J_T J_S^T
+        return {"s2t": _affine_distance(cross, gram_s, gram_t, n, "s2t"), "t2s": _affine_distance(cross.T, gram_t, gram_s, n, "t2s")}
+
+
+def _affine_distance(ba: torch.Tensor, aa: torch.Tensor, bb: torch.Tensor, n: int, direction: str) -> MatchingDistance:
+    """``sqrt(E ||J_b - A* J_a||_F^2)`` with ``A* = E[J_b J_a^T] (E[J_a J_a^T])^+``, from the summed moments
+    ``ba = sum J_b J_a^T``, ``aa = sum J_a J_a^T``, ``bb = sum J_b J_b^T`` over ``n`` samples."""
+    a_star = ba @ torch.linalg.pinv(aa, hermitian=True)
+    sq_b = float(torch.trace(bb))
+    # E||J_b - A J_a||^2 = E||J_b||^2 - 2 tr(A E[J_a J_b^T]) + tr(A E[J_a J_a^T] A^T)
+    sq = sq_b - 2 * float(torch.trace(a_star @ ba.T)) + float(torch.trace(a_star @ aa @ a_star.T))
+    sq = max(sq, 0.0) / n
+    scale = sq_b / n
+    return MatchingDistance(direction, float(np.sqrt(sq)), float(np.sqrt(sq / scale)) if scale > 0 else 0.0)
 
 
 def _function_matching(fa: torch.Tensor, fb: torch.Tensor, direction: str) -> MatchingDistance:
@@ -407,25 +471,6 @@ def _function_matching(fa: torch.Tensor, fb: torch.Tensor, direction: str) -> Ma
     centred = fb - fb.mean(0)
     scale = float((centred * centred).sum(1).mean())
     return MatchingDistance(direction, float(np.sqrt(sq)), float(np.sqrt(sq / scale)) if scale > 0 else 0.0)
-
-
-def _moment_inputs(j: torch.Tensor) -> torch.Tensor:
-    """A chunk's Jacobians (B, d, n) side by side as one ``d x (B n)`` matrix (a copy), for chunk-wide products."""
-    return j.transpose(0, 1).reshape(j.shape[1], -1)
-
-
-def _side(j: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """``sigma_max`` (B,), the unit right-singular vector at ``level`` (B, n) and, when ``d <= n``, the chunk's
-    sum of ``J J^T`` (d, d), already at hand from the per-sample Gram matrices (``None`` when ``n < d``: it is
-    then one product over the chunk, see :func:`exact_transferability`)."""
-    d, n = j.shape[1], j.shape[2]
-    if n < d:
-        gram = j.transpose(1, 2) @ j  # (B, n, n)
-        sig, v = _top_and_level(j, gram, level)
-        return sig, v, None
-    gram = j @ j.transpose(1, 2)  # (B, d, d)
-    sig, v = _top_and_level(j, gram, level)
-    return sig, v, gram.sum(0)
 
 
 def exact_transferability(
@@ -465,36 +510,22 @@ def exact_transferability(
         top = {"s": torch.empty(len(x), dtype=torch.float64), "t": torch.empty(len(x), dtype=torch.float64)}
         f_s = torch.empty(len(x), ms.d, dtype=torch.float64)
         f_t = torch.empty(len(x), mt.d, dtype=torch.float64)
-        mom_st, mom_ts = _Moments(), _Moments()
+        moments = _Moments(ms.d, mt.d)
         for i in range(0, len(x), rows):
             xb = x[i : i + rows]
             r = slice(i, i + len(xb))
             f_s[r], j_s = _jacobian_chunk(ms, xb, output, i)
-            sig_s, v_s, gram_s = _side(j_s, level)
+            sig_s, v_s = _top_and_level(j_s, level)
             f_t[r], j_t = _jacobian_chunk(mt, xb, output, i)
-            sig_t, v_t, gram_t = _side(j_t, level)
+            sig_t, v_t = _top_and_level(j_t, level)
             dev["s2s"][r] = torch.einsum("bdn,bn->bd", j_s, v_s)
             dev["s2t"][r] = torch.einsum("bdn,bn->bd", j_t, v_s)
             dev["t2t"][r] = torch.einsum("bdn,bn->bd", j_t, v_t)
             dev["t2s"][r] = torch.einsum("bdn,bn->bd", j_s, v_t)
             # alpha1's denominator is the other model's worst case, sigma_max, whatever the attack's level.
             top["s"][r], top["t"][r] = sig_s, sig_t
-            # Chunk-wide moments: sum J_T J_S^T (d_T, d_S) and, when n < d, sum J J^T, each one matrix product.
-            m_s = _moment_inputs(j_s)
-            del j_s
-            m_t = _moment_inputs(j_t)
-            del j_t
-            cross = m_t @ m_s.T
-            if gram_s is None:
-                gram_s = m_s @ m_s.T
-            if gram_t is None:
-                gram_t = m_t @ m_t.T
-            del m_s, m_t
-            # sum ||J||_F^2 over the chunk = trace of the summed Gram matrix
-            sq_s, sq_t = float(torch.trace(gram_s)), float(torch.trace(gram_t))
-            mom_st.add(cross, gram_s, sq_t)
-            mom_ts.add(cross.T, gram_t, sq_s)
-            del cross, gram_s, gram_t
+            moments.add(j_s, j_t)
+            del j_s, j_t
     d = {k: v.numpy() for k, v in dev.items()}
     keep = np.ones(len(x), dtype=bool)
     tops = {k: v.numpy()[:, None] for k, v in top.items()}  # norms of the top deviations
@@ -503,7 +534,7 @@ def exact_transferability(
     return ExactTransferability(
         s2t=s2t,
         t2s=t2s,
-        gradient_matching={"s2t": mom_st.distance(len(x), "s2t"), "t2s": mom_ts.distance(len(x), "t2s")},
+        gradient_matching=moments.distances(len(x)),
         function_matching={"s2t": _function_matching(f_s, f_t, "s2t"), "t2s": _function_matching(f_t, f_s, "t2s")},
         n=len(x),
         options={
