@@ -142,6 +142,8 @@ CASES: list[tuple[str, str, str, Any, Callable[[Any], Any]]] = [
     ("exact_transferability", "chunk_size", "count", 4, lambda v: tl.exact_transferability(_f64(0), _f64(1), X.double(), chunk_size=v)),
     ("exact_transferability", "tol", "real+", 1e-10, lambda v: tl.exact_transferability(_f64(0), _f64(1), X.double(), tol=v)),
     ("exact_transferability", "squared", "flag", True, lambda v: tl.exact_transferability(_f64(0), _f64(1), X.double(), squared=v)),
+    ("exact_transferability", "krylov_tol", "real+", 1e-8, lambda v: tl.exact_transferability(_f64(0), _f64(1), X.double(), method="krylov", krylov_tol=v)),
+    ("exact_transferability", "krylov_steps", "count", 3, lambda v: tl.exact_transferability(_f64(0), _f64(1), X.double(), method="krylov", krylov_steps=v)),
     ("jacobians", "model", "model", None, lambda v: tl.jacobians(v, X)),
     ("jacobians", "chunk_size", "count", 4, lambda v: tl.jacobians(_f64(0), X.double(), chunk_size=v)),
     ("singular_directions", "k", "count", 2, lambda v: tl.singular_directions(_f64(0), X.double(), v)),
@@ -309,7 +311,7 @@ PARAMETER_KINDS = {
     "eps", "steps", "step_size", "seed", "split_seed", "batch_size", "tol", "lr", "C", "max_iter", "level",
     "chunk_size", "k", "n_boot", "confidence", "num_samples", "n_samples", "epochs", "patience", "num_classes",
     "correct_only", "squared", "same_label_space", "random_start", "validate", "strength", "width", "n_eval",
-    "probe_C", "step", "step_multiplier", "model", "source", "target", "module",
+    "probe_C", "step", "step_multiplier", "model", "source", "target", "module", "krylov_tol", "krylov_steps",
 }
 # Result objects are built by the library, not by users: their fields are outputs.
 RESULT_TYPES = {

@@ -41,6 +41,7 @@ from ._validate import check_choice, check_flag, check_int, check_model, check_p
 from .alpha import DIRECTIONS, DirectionResult, direction_metrics
 from .attacks import OUTPUTS, ThreatModel, model_output, validate_inputs
 
+METHODS = ("jacobian", "krylov")
 MEMORY_BUDGET = 256 * 2**20
 """Default working-memory budget of one chunk, in bytes (``memory_budget=`` of the functions below)."""
 
@@ -396,6 +397,9 @@ class ExactTransferability:
     function_matching: dict[str, MatchingDistance]
     n: int
     options: dict[str, Any] = field(default_factory=dict)
+    # method="krylov": the most Krylov blocks any chunk built, and the samples computed from full Jacobians
+    # because they had not converged
+    diagnostics: dict[str, Any] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> float:
         metric, _, direction = key.rpartition("_")
@@ -403,12 +407,17 @@ class ExactTransferability:
             return float(getattr(getattr(self, direction), metric))
         if direction in DIRECTIONS and metric in ("grad_match", "func_match"):
             table = self.gradient_matching if metric == "grad_match" else self.function_matching
+            if direction not in table:
+                raise KeyError(f"{key!r}: gradient matching needs the full Jacobians, use method='jacobian'")
             return table[direction].distance
         raise KeyError(f"{key!r}; use METRIC_DIRECTION with METRIC in alpha1/alpha2/combined/grad_match/func_match")
 
     def metrics(self) -> dict[str, float]:
+        """Every metric as ``METRIC_DIRECTION`` (``grad_match`` only when it was computed)."""
         names = ("alpha1", "alpha2", "combined", "grad_match", "func_match")
-        return {f"{m}_{d}": self[f"{m}_{d}"] for d in DIRECTIONS for m in names}
+        return {
+            f"{m}_{d}": self[f"{m}_{d}"] for d in DIRECTIONS for m in names if m != "grad_match" or self.gradient_matching
+        }
 
     def to_dict(self, samples: bool = False) -> dict[str, Any]:
         return {
@@ -419,6 +428,7 @@ class ExactTransferability:
             "function_matching": {k: v.to_dict() for k, v in self.function_matching.items()},
             "n": self.n,
             "options": self.options,
+            **({"diagnostics": self.diagnostics} if self.diagnostics else {}),
         }
 
 
@@ -484,6 +494,9 @@ def exact_transferability(
     tol: float = 1e-10,
     chunk_size: int | None = None,
     memory_budget: int = MEMORY_BUDGET,
+    method: str = "jacobian",
+    krylov_tol: float = 1e-10,
+    krylov_steps: int = 30,
 ) -> ExactTransferability:
     """Exact alpha metrics both ways, plus gradient- and function-matching distances, on inputs ``x``.
 
@@ -494,12 +507,24 @@ def exact_transferability(
     ``squared`` reports alpha2 and combined as squared Frobenius norms (as the ``paper`` preset does).
     ``memory_budget`` (bytes, default :data:`MEMORY_BUDGET`) bounds the working memory of a chunk of samples;
     ``chunk_size`` caps the samples per chunk. Neither changes the results beyond rounding.
+
+    ``method="krylov"`` never forms the Jacobians: each sample's singular vectors come from block Krylov
+    steps over Jacobian-vector products (:mod:`transferlens.krylov`), accepted at a relative residual of
+    ``krylov_tol`` (at least 100 x the models' machine epsilon) within ``krylov_steps`` blocks; samples that
+    have not converged by then are computed from their Jacobians (counted in ``diagnostics``). It pays off
+    when ``min(n, d)`` is large (hundreds and up); gradient matching needs the full Jacobians and is left
+    out (``metrics()`` has no ``grad_match``).
     """
     check_model(target, "target")
     x, level, chunk_size, memory_budget = _validate(source, target, x, level, chunk_size, memory_budget)
     tol = check_positive(tol, "tol")
     squared = check_flag(squared, "squared")
+    check_choice(method, "method", METHODS)
+    krylov_tol = check_positive(krylov_tol, "krylov_tol")
+    krylov_steps = check_int(krylov_steps, "krylov_steps", 1)
     n_in = int(np.prod(x.shape[1:]))
+    if method == "krylov":
+        return _exact_krylov(source, target, x, level, output, squared, tol, chunk_size, memory_budget, krylov_tol, krylov_steps)
     # The outer context restores both models even when source is target.
     with frozen_eval(source, target):
         ms, mt = _prepare(source, x, "source", output), _prepare(target, x, "target", output)
@@ -545,7 +570,95 @@ def exact_transferability(
             "chunk_size": chunk_size,
             "memory_budget": memory_budget,
             "attack": "exact",
+            "method": "jacobian",
         },
+    )
+
+
+def _krylov_bytes_per_sample(n: int, models: tuple[_Model, ...], block: int, steps: int) -> int:
+    """Estimated working memory per sample with ``method="krylov"``: each model's subspace (its vectors, their
+    images ``J K`` and ``A K``, the projected Gram matrix), plus the largest pass in flight (``block`` tangents
+    or cotangents through every activation, in the model's dtype)."""
+    kept = 0
+    for m in models:
+        width = min(n, m.d, block * steps)
+        kept += _F64 * width * (2 * n + m.d + width)
+    elem = [torch.finfo(m.dtype).bits // 8 for m in models]
+    in_flight = max(block * (m.act + m.d + n) * e for m, e in zip(models, elem))
+    return kept + in_flight
+
+
+def _krylov_side(m: _Model, xb: torch.Tensor, output: str, level: int, tol: float, steps: int, start: int):
+    """One model on one chunk: outputs (B, d), the Jacobian-vector product, and ``sigma_max`` (B,), the unit
+    vector at ``level`` (B, n) and its image ``J v`` (B, d); samples the Krylov steps left unconverged are
+    computed from their Jacobians. Returns them with the steps taken and the count of such samples."""
+    from .krylov import sample_operators, top_pairs
+
+    n = int(np.prod(xb.shape[1:]))
+    jv, jtv, outputs = sample_operators(m.model, xb, output, m.dtype, m.device)
+    try:
+        out = outputs()
+        pairs = top_pairs(jv, jtv, len(xb), n, m.d, level=level, max_steps=steps, tol=max(tol, 100 * torch.finfo(m.dtype).eps))
+    except RuntimeError as exc:
+        raise ValueError(
+            f"{m.name}: could not differentiate the model's output with torch.func ({exc}). Exact metrics "
+            "need a differentiable model made of standard torch operations"
+        ) from exc
+    sig, vec, image = pairs.sigma_max.clone(), pairs.vector.clone(), pairs.image.clone()
+    if not bool(torch.isfinite(sig).all() and torch.isfinite(image).all() and torch.isfinite(out).all()):
+        raise ValueError(
+            f"{m.name} has NaN/Inf in its outputs or Jacobian products (overflow?) on inputs {start}..{start + len(xb) - 1}; "
+            "rescale the inputs or use a float64 model"
+        )
+    bad = torch.nonzero(~pairs.converged).flatten()
+    if len(bad):
+        _, j = _jacobian_chunk(m, xb[bad], output, start)
+        s_bad, v_bad = _top_and_level(j, level)
+        sig[bad], vec[bad], image[bad] = s_bad, v_bad, torch.einsum("bdn,bn->bd", j, v_bad)
+    return out, jv, sig, vec, image, pairs.steps, len(bad)
+
+
+def _exact_krylov(
+    source: nn.Module, target: nn.Module, x: torch.Tensor, level: int, output: str, squared: bool, tol: float,
+    chunk_size: int | None, memory_budget: int, krylov_tol: float, krylov_steps: int,
+) -> ExactTransferability:
+    """:func:`exact_transferability` with ``method="krylov"`` (inputs already checked)."""
+    n_in = int(np.prod(x.shape[1:]))
+    block = max(4, level + 2)
+    with frozen_eval(source, target):
+        ms, mt = _prepare(source, x, "source", output), _prepare(target, x, "target", output)
+        _check_level(level, n_in, ms.d, "source")
+        _check_level(level, n_in, mt.d, "target")
+        rows = max(1, memory_budget // max(1, _krylov_bytes_per_sample(n_in, (ms, mt), block, krylov_steps)))
+        rows = min(rows, chunk_size or len(x), len(x))
+        dev = {k: torch.empty(len(x), mt.d if k[-1] == "t" else ms.d, dtype=torch.float64) for k in ("s2s", "s2t", "t2t", "t2s")}
+        top = {"s": torch.empty(len(x), dtype=torch.float64), "t": torch.empty(len(x), dtype=torch.float64)}
+        f_s = torch.empty(len(x), ms.d, dtype=torch.float64)
+        f_t = torch.empty(len(x), mt.d, dtype=torch.float64)
+        most_steps, fallback = 0, 0
+        for i in range(0, len(x), rows):
+            xb = x[i : i + rows]
+            r = slice(i, i + len(xb))
+            f_s[r], jv_s, top["s"][r], v_s, dev["s2s"][r], steps_s, bad_s = _krylov_side(ms, xb, output, level, krylov_tol, krylov_steps, i)
+            f_t[r], jv_t, top["t"][r], v_t, dev["t2t"][r], steps_t, bad_t = _krylov_side(mt, xb, output, level, krylov_tol, krylov_steps, i)
+            dev["s2t"][r] = jv_t(v_s.unsqueeze(2)).squeeze(2)
+            dev["t2s"][r] = jv_s(v_t.unsqueeze(2)).squeeze(2)
+            most_steps, fallback = max(most_steps, steps_s, steps_t), fallback + bad_s + bad_t
+    d = {k: v.numpy() for k, v in dev.items()}
+    keep = np.ones(len(x), dtype=bool)
+    tops = {k: v.numpy()[:, None] for k, v in top.items()}
+    return ExactTransferability(
+        s2t=direction_metrics("s2t", d["s2s"], d["s2t"], tops["t"], keep, tol, squared, None),
+        t2s=direction_metrics("t2s", d["t2t"], d["t2s"], tops["s"], keep, tol, squared, None),
+        gradient_matching={},
+        function_matching={"s2t": _function_matching(f_s, f_t, "s2t"), "t2s": _function_matching(f_t, f_s, "t2s")},
+        n=len(x),
+        options={
+            "level": level, "output": output, "squared": squared, "tol": tol, "chunk_size": chunk_size,
+            "memory_budget": memory_budget, "attack": "exact", "method": "krylov", "krylov_tol": krylov_tol,
+            "krylov_steps": krylov_steps,
+        },
+        diagnostics={"krylov_blocks_max": most_steps, "krylov_block_size": block, "samples_from_jacobians": fallback},
     )
 
 
