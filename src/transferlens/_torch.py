@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -151,3 +152,50 @@ class BestWeights:
         if self.state is None:
             raise RuntimeError("no epoch was recorded; call update() after each epoch")
         model.load_state_dict(self.state)
+
+
+def train_epochs(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    batch_loss: Callable[[torch.Tensor], torch.Tensor],
+    val_loss: Callable[[], float],
+    n_train: int,
+    *,
+    epochs: int,
+    batch_size: int,
+    patience: int,
+    seed: int,
+    gen: torch.Generator,
+    device: torch.device,
+    diverged: Callable[[int, float, float], str],
+) -> tuple[int, BestWeights]:
+    """Minibatch training with early stopping, the loop shared by fine-tuning and distillation.
+
+    Each epoch draws a permutation of the ``n_train`` training indices from ``gen``, steps ``opt`` on
+    ``batch_loss(indices)`` for each batch, then scores ``val_loss()`` in eval mode; stops after ``patience``
+    epochs without improvement and loads the best epoch's weights. Dropout and other random layers draw from
+    a forked RNG seeded from ``seed``. A non-finite training or validation loss raises ``ValueError`` with the
+    message ``diverged(epoch, train_loss, val_loss)``. Returns the epochs run and the early-stopping record.
+    """
+    best, epochs_run = BestWeights(patience), 0
+    with seeded(seed):
+        for epoch in range(1, epochs + 1):
+            model.train()
+            order = torch.randperm(n_train, generator=gen).to(device)
+            total = 0.0
+            for i in range(0, len(order), batch_size):
+                idx = order[i : i + batch_size]
+                loss = batch_loss(idx)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+            model.eval()
+            epochs_run = epoch
+            v = val_loss()
+            if not (math.isfinite(total) and math.isfinite(v)):
+                raise ValueError(diverged(epoch, total / len(order), v))
+            if best.update(model, v, epoch):
+                break
+    best.restore(model)  # epoch 1 always improves on inf (or raised above)
+    return epochs_run, best

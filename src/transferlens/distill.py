@@ -14,7 +14,6 @@ puts probability and the teacher does not, so it may concentrate on the teacher'
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._torch import BestWeights, batched_apply, cpu_generator, model_dtype, resolve_device, seeded
+from ._torch import batched_apply, cpu_generator, model_dtype, resolve_device, train_epochs
 from ._validate import (
     as_float_tensor,
     check_choice,
@@ -302,32 +301,15 @@ def distill(
             p.requires_grad_(True)
     opt = torch.optim.Adam([p for p in work.parameters() if p.requires_grad], lr=lr)
 
-    best, epochs_run = BestWeights(patience), 0
-    with seeded(seed):  # dropout and other random layers draw from a forked RNG seeded from ``seed``
-        for epoch in range(1, epochs + 1):
-            work.train()
-            order = torch.randperm(len(tr_idx), generator=gen).to(dev)
-            total = 0.0
-            for i in range(0, len(order), batch_size):
-                idx = order[i : i + batch_size]
-                loss = _objective(t_tr[idx], work(x_tr[idx]), y_tr[idx], divergence, temperature, alpha)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
-            work.eval()
-            epochs_run = epoch
-            s_val = batched_apply(work, x_val, _EVAL_BATCH, dev).double()
-            val_loss = float(_objective(t_val, s_val, y_val, divergence, temperature, alpha))
-            if not (math.isfinite(total) and math.isfinite(val_loss)):
-                raise ValueError(
-                    f"distillation on task {task.name!r} diverged in epoch {epoch} (training loss "
-                    f"{total / len(order):.4g}, validation loss {val_loss:.4g}); lower lr (now {lr:g}) or check "
-                    "the models and the data"
-                )
-            if best.update(work, val_loss, epoch):
-                break
-    best.restore(work)  # epoch 1 always improves on inf (or raised above)
+    epochs_run, best = train_epochs(
+        work, opt, lambda idx: _objective(t_tr[idx], work(x_tr[idx]), y_tr[idx], divergence, temperature, alpha),
+        lambda: float(_objective(t_val, batched_apply(work, x_val, _EVAL_BATCH, dev).double(), y_val, divergence, temperature, alpha)),
+        len(tr_idx), epochs=epochs, batch_size=batch_size, patience=patience, seed=seed, gen=gen, device=dev,
+        diverged=lambda epoch, train, val: (
+            f"distillation on task {task.name!r} diverged in epoch {epoch} (training loss {train:.4g}, validation "
+            f"loss {val:.4g}); lower lr (now {lr:g}) or check the models and the data"
+        ),
+    )
     work.eval()
 
     s_test = batched_apply(work, task.x_test.to(dtype=dt_s), _EVAL_BATCH, dev)

@@ -14,14 +14,13 @@ test split), like :func:`~transferlens.knowledge.linear_probe` and
 from __future__ import annotations
 
 import copy
-import math
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._torch import BestWeights, batched_apply, cpu_generator, model_dtype, resolve_device, seeded
+from ._torch import batched_apply, cpu_generator, model_dtype, resolve_device, seeded, train_epochs
 from ._validate import check_int, check_model, check_positive, check_real, check_seed, model_outputs_2d
 from .data.task import Task, check_task
 from .estimators.knn import _neighbours
@@ -182,31 +181,15 @@ def fine_tune(
         groups.insert(0, {"params": backbone, "lr": lr_backbone})
     opt = torch.optim.Adam(groups, weight_decay=weight_decay)
 
-    best, epochs_run = BestWeights(patience), 0
-    with seeded(seed):  # dropout and other random layers draw from a forked RNG seeded from ``seed``
-        for epoch in range(1, epochs + 1):
-            work.train()
-            order = torch.randperm(len(tr_idx), generator=gen).to(dev)
-            total = 0.0
-            for i in range(0, len(order), batch_size):
-                idx = order[i : i + batch_size]
-                loss = F.cross_entropy(work(x_tr[idx]), y_tr[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
-            work.eval()
-            epochs_run = epoch
-            val_loss = _mean_ce(batched_apply(work, x_val, _EVAL_BATCH, dev), y_val)
-            if not (math.isfinite(total) and math.isfinite(val_loss)):
-                raise ValueError(
-                    f"fine-tuning on task {task.name!r} diverged in epoch {epoch} (training loss "
-                    f"{total / len(order):.4g}, validation loss {val_loss:.4g}); lower lr_backbone (now "
-                    f"{lr_backbone:g}) and lr_head (now {lr_head:g}) or check the data"
-                )
-            if best.update(work, val_loss, epoch):
-                break
-    best.restore(work)  # epoch 1 always improves on inf (or raised above)
+    epochs_run, best = train_epochs(
+        work, opt, lambda idx: F.cross_entropy(work(x_tr[idx]), y_tr[idx]),
+        lambda: _mean_ce(batched_apply(work, x_val, _EVAL_BATCH, dev), y_val),
+        len(tr_idx), epochs=epochs, batch_size=batch_size, patience=patience, seed=seed, gen=gen, device=dev,
+        diverged=lambda epoch, train, val: (
+            f"fine-tuning on task {task.name!r} diverged in epoch {epoch} (training loss {train:.4g}, validation "
+            f"loss {val:.4g}); lower lr_backbone (now {lr_backbone:g}) and lr_head (now {lr_head:g}) or check the data"
+        ),
+    )
     work.eval()
 
     logits_te = batched_apply(work, task.x_test.to(dtype=dt), _EVAL_BATCH, dev)
