@@ -63,6 +63,8 @@ def _step(cell: Cell, ctx: Context) -> CellOutput:
         results=[
             ("value", "", value), ("pid", "", float(os.getpid())), ("had_store", "", float(ctx.store is not None)),
             ("torch_threads", "", float(torch.get_num_threads())), ("omp", "", float(os.environ.get("OMP_NUM_THREADS", -1))),
+            ("on_cuda", "", float(ctx.device == "cuda")),
+            ("gpu_visible", "", float(os.environ.get("CUDA_VISIBLE_DEVICES", "") not in ("", "-1"))),
         ],
         weights={"weights": {"w": torch.full((2,), value)}},
         value=("in-memory", spec["name"]),
@@ -99,10 +101,11 @@ def chain() -> Any:
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Any:
-    """One local Ray instance (2 CPUs) for every Ray test of this module."""
+    """One local Ray instance for every Ray test of this module: 2 CPUs and one GPU that Ray is told about
+    (none is needed: the cells only report the device they were given)."""
     if ray is None:
         pytest.skip(NO_RAY)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
@@ -404,8 +407,16 @@ def test_an_unreachable_cluster_is_a_clear_error_before_the_run(tmp_path) -> Non
     assert res.exit_code == 2 and "cannot reach a Ray cluster" in " ".join(res.output.split())
 
 
+def test_a_cell_given_a_gpu_by_ray_computes_on_cuda(ray_cluster, chain) -> None:
+    with_gpu = execute(chain, ChainConfig(), executor=make_executor("ray", workers=1, gpus_per_cell=1)).result
+    without = execute(chain, ChainConfig(), executor=make_executor("ray", workers=1)).result
+    assert all(r["on_cuda"] == 1.0 and r["gpu_visible"] == 1.0 for r in with_gpu.values())
+    assert all(r["on_cuda"] == 0.0 and r["gpu_visible"] == 0.0 for r in without.values())
+    assert _values(with_gpu) == _values(without)
+
+
 def test_a_cluster_without_the_resources_a_cell_asks_for_is_refused(ray_cluster, chain) -> None:
-    for options, message in (({"gpus_per_cell": 1}, "1 GPU"), ({"cpus_per_cell": 3}, "3 CPU")):
+    for options, message in (({"gpus_per_cell": 2}, "2 GPU"), ({"cpus_per_cell": 3}, "3 CPU")):
         with pytest.raises(ExecutorError, match=f"each cell asks for {message}.*the Ray cluster has"):
             execute(chain, ChainConfig(), executor=make_executor("ray", workers=1, **options))
     assert ray_cluster.is_initialized()  # the cluster this process joined is left running
