@@ -571,3 +571,44 @@ def test_symmetric_statistics(pair):
     neg = [-v for v in truth]
     a, b = spearman(scores, truth), spearman(scores, neg)
     assert (a is None and b is None) or a == pytest.approx(-b, abs=1e-12)
+
+
+@pytest.mark.parametrize("statistic", ["kendall", "weighted_tau"])
+@pytest.mark.parametrize("rank_by", ["both", "scores", "truth"])
+def test_scipy_path_for_many_models_equals_the_vectorised_pair_sums(monkeypatch, statistic, rank_by):
+    """Above KENDALL_SCIPY_FROM / WEIGHTED_TAU_SCIPY_FROM models the rows go through SciPy one by one; both
+    paths must give the same values, ties and constant rows included."""
+    import transferlens.evaluation as ev
+
+    rng = np.random.default_rng(5)
+    x = np.round(rng.standard_normal((12, 40)), 1)  # many ties
+    y = np.round(x + rng.standard_normal((12, 40)), 1)
+    x[3] = 1.0  # a constant row: undefined
+    y[7] = y[7, 0]
+
+    def rows(a, b):
+        if statistic == "kendall":
+            return ev._kendall_rows(a, b)
+        return ev._weighted_tau_by(a, b, rank_by)
+
+    monkeypatch.setattr(ev, "KENDALL_SCIPY_FROM", 10**9)
+    monkeypatch.setattr(ev, "WEIGHTED_TAU_SCIPY_FROM", 10**9)
+    pairs = rows(x, y)
+    monkeypatch.setattr(ev, "KENDALL_SCIPY_FROM", 2)
+    monkeypatch.setattr(ev, "WEIGHTED_TAU_SCIPY_FROM", 2)
+    via_scipy = rows(x, y)
+    assert np.isnan(pairs[3]) and np.isnan(via_scipy[3]) and np.isnan(pairs[7]) and np.isnan(via_scipy[7])
+    np.testing.assert_allclose(via_scipy, pairs, rtol=0, atol=1e-12)
+
+
+def test_bootstrap_of_many_models_uses_the_fast_path_with_the_same_interval(monkeypatch):
+    import transferlens.evaluation as ev
+
+    rng = np.random.default_rng(6)
+    s = rng.standard_normal(260)
+    t = s + rng.standard_normal(260)
+    fast = {name: bootstrap_ci(s, t, name, n_boot=40, seed=1) for name in ("kendall", "weighted_tau")}
+    monkeypatch.setattr(ev, "KENDALL_SCIPY_FROM", 10**9)
+    monkeypatch.setattr(ev, "WEIGHTED_TAU_SCIPY_FROM", 10**9)
+    for name, interval in fast.items():
+        assert interval == pytest.approx(bootstrap_ci(s, t, name, n_boot=40, seed=1), abs=1e-12)
