@@ -88,12 +88,31 @@ def _gpus_option():
     return typer.Option(0.0, "--gpus-per-cell", help="ray: GPUs each cell reserves; above 0, cells run on cuda.")
 
 
+def _out_option():
+    return typer.Option(None, "--out", help="Output folder (default runs/<timestamp>/).")
+
+
+def _overwrite_option():
+    return typer.Option(False, "--overwrite", help="Replace the results in a non-empty --out folder.")
+
+
+def _store_option():
+    return typer.Option(None, "--store", help="Results store (default runs.db beside the run folders).")
+
+
+def _fresh_option():
+    return typer.Option(False, "--fresh", help="Recompute every cell, even those already in the store.")
+
+
 def _make_executor(kind: str, workers: Optional[int], address: Optional[str], cpus: float, gpus: float, threads: int):
-    """The executor the options ask for, refused with what to do before any work; warnings printed."""
+    """The executor the options ask for (and ``--threads`` checked), refused with what to do before any work;
+    warnings printed."""
     import warnings
 
     from .runs.executors import ExecutorError, make_executor
 
+    if threads < 1:
+        raise _fail(f"--threads must be an integer >= 1, got {threads}")
     if workers is not None and workers < 1:
         raise _fail(f"--workers must be an integer >= 1 (the number of cells computed at once), got {workers}")
     if kind != "ray" and (address is not None or cpus != 1.0 or gpus != 0.0):
@@ -131,10 +150,10 @@ def run(
     schedule: Optional[str] = typer.Option(None, "--schedule", help="synthetic: accumulated or linear (--set schedule=...)."),
     level: Optional[int] = typer.Option(None, "--level", help="synthetic: singular vector of the attack, 0 = top (--set level=...)."),
     device: Optional[str] = typer.Option(None, "--device", help="e2: auto (CUDA when available), cpu or cuda."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/<timestamp>/)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results in a non-empty --out folder."),
-    store_path: Optional[Path] = typer.Option(None, "--store", help="Results store (default runs.db beside the run folders)."),
-    fresh: bool = typer.Option(False, "--fresh", help="Recompute every cell, even those already in the store."),
+    out: Optional[Path] = _out_option(),
+    overwrite: bool = _overwrite_option(),
+    store_path: Optional[Path] = _store_option(),
+    fresh: bool = _fresh_option(),
     threads: int = typer.Option(
         DEFAULT_THREADS, "--threads",
         help="CPU threads for torch and BLAS/OpenMP during the run (>= 1). One is fastest for these small models, "
@@ -151,8 +170,6 @@ def run(
     from .experiments import get_experiment
     from .runs.config import ConfigError, build_config
 
-    if threads < 1:
-        raise _fail(f"--threads must be an integer >= 1, got {threads}")
     runner = _make_executor(executor, workers, address, cpus_per_cell, gpus_per_cell, threads)
     try:
         exp = get_experiment(experiment)
@@ -209,10 +226,10 @@ def select(
     verify: Optional[int] = typer.Option(None, "--verify", help="Transfer the top K candidates (linear probe on the target) and show how the ranking held up."),
     reference: Optional[str] = typer.Option(None, "--reference", help="A model trained on the target, package.module:factory[@WEIGHTS]: adds the alpha metrics."),
     device: Optional[str] = typer.Option(None, "--device", help="auto (CUDA when available), cpu or cuda."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/<timestamp>/)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results in a non-empty --out folder."),
-    store_path: Optional[Path] = typer.Option(None, "--store", help="Results store (default runs.db beside the run folders)."),
-    fresh: bool = typer.Option(False, "--fresh", help="Recompute every cell, even those already in the store."),
+    out: Optional[Path] = _out_option(),
+    overwrite: bool = _overwrite_option(),
+    store_path: Optional[Path] = _store_option(),
+    fresh: bool = _fresh_option(),
     threads: int = typer.Option(DEFAULT_THREADS, "--threads", help="CPU threads for torch and BLAS during the run (>= 1)."),
     executor: str = _executor_option(),
     workers: Optional[int] = _workers_option(),
@@ -231,8 +248,6 @@ def select(
     from .experiments.select import parse_candidate, verify_top, with_verified
     from .runs.config import ConfigError, build_config, config_to_dict
 
-    if threads < 1:
-        raise _fail(f"--threads must be an integer >= 1, got {threads}")
     runner = _make_executor(executor, workers, address, cpus_per_cell, gpus_per_cell, threads)
     lists = _split_lists(list(ctx.args))
     exp = get_experiment("select")
