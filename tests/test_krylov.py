@@ -152,3 +152,57 @@ def test_bad_method_is_refused():
     s, x = _mlp(4, 3, seed=1), _randn(2, 4)
     with pytest.raises(ValueError, match="method"):
         exact_transferability(s, s, x, method="lanczos")
+
+
+def test_a_pair_below_the_top_is_judged_against_its_own_size():
+    """sigma = 300, 1, 0.9, 0.81, ...: a residual small against sigma_max^2 says nothing about the pair at
+    level 1; it must be small against its own eigenvalue before the direction is accepted."""
+    b, d, n = 3, 20, 30
+    rng = np.random.default_rng(2)
+    j = torch.empty(b, d, n, dtype=F64)
+    for i in range(b):
+        u, _ = np.linalg.qr(rng.standard_normal((d, d)))
+        v, _ = np.linalg.qr(rng.standard_normal((n, n)))
+        s = np.concatenate([[300.0], 0.9 ** np.arange(d - 1)])
+        j[i] = torch.as_tensor((u * s) @ v[:, :d].T)
+    pairs = top_pairs(*_matrix_operators(j), b, n, d, level=1, tol=1.2e-5, max_steps=30)
+    for i in range(b):
+        vt = np.linalg.svd(j[i].numpy())[2]
+        cos = abs(float(pairs.vector[i] @ torch.as_tensor(vt[1])))
+        assert not bool(pairs.converged[i]) or cos > 1 - 1e-6
+
+
+def test_orthonormal_keeps_the_rows_after_one_that_lay_in_the_subspace():
+    from transferlens.krylov import _orthonormal
+
+    basis = torch.eye(6, dtype=F64)[None, :2]  # e0, e1
+    v = torch.tensor([[[0, 0, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0], [0, 0, 1, 1, 0, 0]]], dtype=F64)  # row 1 in span
+    q = _orthonormal(v, basis, 1e-10)[0]
+    assert torch.allclose(q[1], torch.zeros(6, dtype=F64))
+    np.testing.assert_allclose(q[[0, 2]].numpy(), torch.eye(6, dtype=F64)[[2, 3]].numpy(), atol=1e-15)
+
+
+def test_half_precision_models_are_sent_to_the_jacobian_method():
+    s, x = _mlp(6, 4, seed=1).to(torch.bfloat16), _randn(3, 6).to(torch.bfloat16)
+    with pytest.raises(ValueError, match="method='krylov' needs float32 or float64 models.*method='jacobian'"):
+        exact_transferability(s, s, x, method="krylov")
+
+
+class _Overflow(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(1e4 * x[:, :3])
+
+
+@pytest.mark.parametrize("method", ["jacobian", "krylov"])
+def test_overflowing_models_get_the_same_advice(method):
+    with pytest.raises(ValueError, match="NaN/Inf in its outputs or Jacobian"):
+        exact_transferability(_Overflow(), _mlp(5, 3, seed=1), _randn(4, 5), method=method)
+
+
+def test_unconverged_samples_keep_to_the_memory_budget_and_the_numbers():
+    s, t, x = _mlp(50, 40, seed=1), _mlp(50, 40, seed=2), _randn(6, 50, seed=3)
+    ref = exact_transferability(s, t, x)
+    r = exact_transferability(s, t, x, method="krylov", krylov_steps=1, memory_budget=1)
+    assert r.diagnostics["samples_from_jacobians"] == 12
+    for key in ALPHAS:
+        assert r[key] == pytest.approx(ref[key], rel=1e-10)

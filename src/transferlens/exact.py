@@ -510,10 +510,12 @@ def exact_transferability(
 
     ``method="krylov"`` never forms the Jacobians: each sample's singular vectors come from block Krylov
     steps over Jacobian-vector products (:mod:`transferlens.krylov`), accepted at a relative residual of
-    ``krylov_tol`` (at least 100 x the models' machine epsilon) within ``krylov_steps`` blocks; samples that
-    have not converged by then are computed from their Jacobians (counted in ``diagnostics``). It pays off
-    when ``min(n, d)`` is large (hundreds and up); gradient matching needs the full Jacobians and is left
-    out (``metrics()`` has no ``grad_match``).
+    ``krylov_tol`` (at least 100 x the models' machine epsilon; float32 or float64 models) within
+    ``krylov_steps`` blocks; samples that have not converged by then are computed from their Jacobians
+    (counted in ``diagnostics``). It pays off when ``min(n, d)`` is large (hundreds and up); gradient matching
+    needs the full Jacobians and is left out (``metrics()`` has no ``grad_match``). Its chunks iterate until
+    every sample in them has converged, so there ``chunk_size`` and ``memory_budget`` move results within the
+    convergence tolerance.
     """
     check_model(target, "target")
     x, level, chunk_size, memory_budget = _validate(source, target, x, level, chunk_size, memory_budget)
@@ -581,40 +583,48 @@ def _krylov_bytes_per_sample(n: int, models: tuple[_Model, ...], block: int, ste
     or cotangents through every activation, in the model's dtype)."""
     kept = 0
     for m in models:
-        width = min(n, m.d, block * steps)
+        width = min(n, min(n, m.d) + block, block * steps)
         kept += _F64 * width * (2 * n + m.d + width)
     elem = [torch.finfo(m.dtype).bits // 8 for m in models]
     in_flight = max(block * (m.act + m.d + n) * e for m, e in zip(models, elem))
     return kept + in_flight
 
 
-def _krylov_side(m: _Model, xb: torch.Tensor, output: str, level: int, tol: float, steps: int, start: int):
+def _krylov_side(m: _Model, xb: torch.Tensor, output: str, level: int, tol: float, steps: int, start: int, budget: int):
     """One model on one chunk: outputs (B, d), the Jacobian-vector product, and ``sigma_max`` (B,), the unit
     vector at ``level`` (B, n) and its image ``J v`` (B, d); samples the Krylov steps left unconverged are
-    computed from their Jacobians. Returns them with the steps taken and the count of such samples."""
+    computed from their Jacobians (in chunks that keep to ``budget``). Returns them with the steps taken and
+    the count of such samples."""
     from .krylov import sample_operators, top_pairs
 
     n = int(np.prod(xb.shape[1:]))
+    eps = torch.finfo(m.dtype).eps  # the products are computed in the model's dtype
     jv, jtv, outputs = sample_operators(m.model, xb, output, m.dtype, m.device)
+    overflow = (
+        f"{m.name} has NaN/Inf in its outputs or Jacobian products (overflow?) on inputs {start}..{start + len(xb) - 1}; "
+        "rescale the inputs or use a float64 model"
+    )
     try:
         out = outputs()
-        pairs = top_pairs(jv, jtv, len(xb), n, m.d, level=level, max_steps=steps, tol=max(tol, 100 * torch.finfo(m.dtype).eps))
+        if not bool(torch.isfinite(out).all()):
+            raise ValueError(overflow)
+        pairs = top_pairs(jv, jtv, len(xb), n, m.d, level=level, max_steps=steps, tol=max(tol, 100 * eps), noise=max(1e-10, 100 * eps))
+    except FloatingPointError:
+        raise ValueError(overflow) from None
     except RuntimeError as exc:
         raise ValueError(
             f"{m.name}: could not differentiate the model's output with torch.func ({exc}). Exact metrics "
             "need a differentiable model made of standard torch operations"
         ) from exc
     sig, vec, image = pairs.sigma_max.clone(), pairs.vector.clone(), pairs.image.clone()
-    if not bool(torch.isfinite(sig).all() and torch.isfinite(image).all() and torch.isfinite(out).all()):
-        raise ValueError(
-            f"{m.name} has NaN/Inf in its outputs or Jacobian products (overflow?) on inputs {start}..{start + len(xb) - 1}; "
-            "rescale the inputs or use a float64 model"
-        )
     bad = torch.nonzero(~pairs.converged).flatten()
-    if len(bad):
-        _, j = _jacobian_chunk(m, xb[bad], output, start)
+    rows = _chunk_rows(max(len(bad), 1), n, (m,), None, budget)
+    for i in range(0, len(bad), rows):
+        idx = bad[i : i + rows]
+        _, j = _jacobian_chunk(m, xb[idx], output, start)
         s_bad, v_bad = _top_and_level(j, level)
-        sig[bad], vec[bad], image[bad] = s_bad, v_bad, torch.einsum("bdn,bn->bd", j, v_bad)
+        sig[idx], vec[idx], image[idx] = s_bad, v_bad, torch.einsum("bdn,bn->bd", j, v_bad)
+        del j
     return out, jv, sig, vec, image, pairs.steps, len(bad)
 
 
@@ -629,6 +639,12 @@ def _exact_krylov(
         ms, mt = _prepare(source, x, "source", output), _prepare(target, x, "target", output)
         _check_level(level, n_in, ms.d, "source")
         _check_level(level, n_in, mt.d, "target")
+        for m in (ms, mt):
+            if torch.finfo(m.dtype).eps > 1e-6:
+                raise ValueError(
+                    f"method='krylov' needs float32 or float64 models: the {m.name} computes in {m.dtype}, whose "
+                    "rounding is too coarse for the Krylov residual test; use method='jacobian' or convert the model"
+                )
         rows = max(1, memory_budget // max(1, _krylov_bytes_per_sample(n_in, (ms, mt), block, krylov_steps)))
         rows = min(rows, chunk_size or len(x), len(x))
         dev = {k: torch.empty(len(x), mt.d if k[-1] == "t" else ms.d, dtype=torch.float64) for k in ("s2s", "s2t", "t2t", "t2s")}
@@ -639,8 +655,8 @@ def _exact_krylov(
         for i in range(0, len(x), rows):
             xb = x[i : i + rows]
             r = slice(i, i + len(xb))
-            f_s[r], jv_s, top["s"][r], v_s, dev["s2s"][r], steps_s, bad_s = _krylov_side(ms, xb, output, level, krylov_tol, krylov_steps, i)
-            f_t[r], jv_t, top["t"][r], v_t, dev["t2t"][r], steps_t, bad_t = _krylov_side(mt, xb, output, level, krylov_tol, krylov_steps, i)
+            f_s[r], jv_s, top["s"][r], v_s, dev["s2s"][r], steps_s, bad_s = _krylov_side(ms, xb, output, level, krylov_tol, krylov_steps, i, memory_budget)
+            f_t[r], jv_t, top["t"][r], v_t, dev["t2t"][r], steps_t, bad_t = _krylov_side(mt, xb, output, level, krylov_tol, krylov_steps, i, memory_budget)
             dev["s2t"][r] = jv_t(v_s.unsqueeze(2)).squeeze(2)
             dev["t2s"][r] = jv_s(v_t.unsqueeze(2)).squeeze(2)
             most_steps, fallback = max(most_steps, steps_s, steps_t), fallback + bad_s + bad_t

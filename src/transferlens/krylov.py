@@ -78,29 +78,41 @@ def sample_operators(model: torch.nn.Module, x: torch.Tensor, output: str, dtype
     return jv, jtv, outputs
 
 
-def _orthonormal(v: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """The rows of ``v`` (B, p, n) made orthogonal to the rows of ``basis`` (B, s, n) (twice: "twice is
-    enough"), then orthonormalised. A row left with less than ``1e-10`` of its norm (it lay in the subspace
-    already: the Krylov space has stopped growing there) becomes zero: normalised, its rounding noise would
-    be a vector no longer orthogonal to the basis."""
-    before = v.norm(dim=2)  # (B, p)
-    if basis.shape[1]:
+def _orthonormal(v: torch.Tensor, basis: torch.Tensor, noise: float) -> torch.Tensor:
+    """The rows of ``v`` (B, p, n), one after the other, made orthogonal to the rows of ``basis`` (B, s, n) and
+    to the rows already accepted (twice: "twice is enough"), then normalised. A row left with no more than
+    ``noise`` of its norm lay in the subspace already (the Krylov space has stopped growing there): it becomes
+    zero, since its normalised rounding noise would no longer be orthogonal to the basis."""
+    before = v.norm(dim=2, keepdim=True)  # (B, p, 1)
+    rows: list[torch.Tensor] = []
+    for k in range(v.shape[1]):
+        r = v[:, k : k + 1]
         for _ in range(2):
-            v = v - (v @ basis.transpose(1, 2)) @ basis
-    q, r = torch.linalg.qr(v.transpose(1, 2))
-    keep = r.diagonal(dim1=1, dim2=2).abs() > 1e-10 * before
-    return (q * keep.unsqueeze(1)).transpose(1, 2)
+            if basis.shape[1]:
+                r = r - (r @ basis.transpose(1, 2)) @ basis
+            for q in rows:
+                r = r - (r @ q.transpose(1, 2)) @ q
+        norm = r.norm(dim=2, keepdim=True)
+        keep = norm > noise * before[:, k : k + 1]
+        rows.append(torch.where(keep, r / norm.clamp_min(1e-300), torch.zeros_like(r)))
+    return torch.cat(rows, 1)
 
 
 def top_pairs(
     jv: Operator, jtv: Operator, b: int, n: int, d: int, *, level: int = 0, block: int | None = None,
-    max_steps: int = 20, tol: float = 1e-10, seed: int = 0,
+    max_steps: int = 20, tol: float = 1e-10, seed: int = 0, noise: float = 1e-10,
 ) -> KrylovPairs:
     """Block Krylov on ``A = J^T J`` for a chunk of ``b`` samples (see the module docstring). ``block``
-    defaults to ``max(4, level + 2)``; at most ``max_steps`` blocks are built, and never more vectors than
-    ``min(n, d)`` (the whole space, where Rayleigh-Ritz is exact)."""
+    defaults to ``max(4, level + 2)``; at most ``max_steps`` blocks are built, and at most
+    ``min(n, d) + block`` vectors (the start block and the range of ``A``: in exact arithmetic Rayleigh-Ritz is
+    exact there; in floating point a sample may still be unconverged, and is reported so). A Ritz pair ``k``
+    is accepted when ``||A w_k - theta_k w_k|| <= tol * theta_k`` (``theta_k`` floored at the numerical-rank
+    cut-off, below which the direction is dropped anyway): the top pair for ``sigma_max``, the pair at
+    ``level`` for the direction. ``noise``: the relative norm below which a new vector counts as already in
+    the subspace (the precision of the products). Raises ``FloatingPointError`` when a product is not
+    finite."""
     block = max(4, level + 2) if block is None else block
-    width = min(n, min(n, d) + block, block * max_steps)  # V_0, then the range of A: min(n, d) more
+    width = min(n, min(n, d) + block, block * max_steps)
     gen = torch.Generator().manual_seed(seed)  # the same start for every run
     # the subspace's vectors as rows (contiguous slices for every product below)
     basis = torch.zeros(b, width, n, dtype=_F64)  # K^T: orthonormal rows
@@ -108,13 +120,16 @@ def top_pairs(
     applied = torch.zeros(b, width, n, dtype=_F64)  # (A K)^T = (J^T J K)^T
     gram = torch.zeros(b, width, width, dtype=_F64)  # (J K)^T (J K) = K^T A K
     wanted = [0, level] if level else [0]
+    cutoff = (max(d, n) * torch.finfo(_F64).eps) ** 2  # of an eigenvalue of A, relative to the largest
     v = torch.randn(b, block, n, generator=gen, dtype=_F64)
     s, steps = 0, 0
     while True:
         cols = min(block, width - s)
-        q = _orthonormal(v[:, :cols], basis[:, :s])  # (B, cols, n)
+        q = _orthonormal(v[:, :cols], basis[:, :s], noise)  # (B, cols, n)
         u = jv(q.transpose(1, 2)).transpose(1, 2)  # (B, cols, d)
         a = jtv(u.transpose(1, 2)).transpose(1, 2)  # (B, cols, n)
+        if not (bool(torch.isfinite(u).all()) and bool(torch.isfinite(a).all())):
+            raise FloatingPointError("a Jacobian-vector product is not finite")
         new = slice(s, s + cols)
         basis[:, new], images[:, new], applied[:, new] = q, u, a
         cross = images[:, : s + cols] @ u.transpose(1, 2)  # (B, s + cols, cols)
@@ -126,7 +141,8 @@ def top_pairs(
         ww = w[:, :, wanted].transpose(1, 2)  # (B, wanted, s)
         resid = (ww @ applied[:, :s] - (ww @ basis[:, :s]) * theta[:, wanted].unsqueeze(2)).norm(dim=2)
         lam_max = theta[:, 0]
-        converged = (resid <= tol * lam_max.unsqueeze(1)).all(dim=1) & torch.isfinite(resid).all(dim=1)
+        scale = torch.maximum(theta[:, wanted], cutoff * lam_max.unsqueeze(1))  # each pair against its own size
+        converged = (resid <= tol * scale).all(dim=1) & torch.isfinite(resid).all(dim=1)
         if bool(converged.all()) or s >= width or not bool(q.any()):  # converged, or nothing left to add
             break
         v = a
