@@ -34,7 +34,10 @@ def _linear(w: np.ndarray) -> nn.Linear:
 def _matrix_operators(j: torch.Tensor):
     """``J V`` and ``J^T U`` for explicit per-sample matrices ``j`` (B, d, n): an operator independent of
     any model or autograd."""
-    return (lambda v: j @ v), (lambda u: j.transpose(1, 2) @ u)
+    def pick(rows):
+        return j if rows is None else j[rows]
+
+    return (lambda v, rows=None: pick(rows) @ v), (lambda u, rows=None: pick(rows).transpose(1, 2) @ u)
 
 
 @pytest.mark.parametrize("d,n", [(30, 50), (50, 30)])
@@ -123,13 +126,17 @@ def test_unconverged_samples_are_computed_from_their_jacobians():
 def test_krylov_chunks_and_repeats_give_the_same_numbers():
     s, t, x = _mlp(30, 35, seed=4), _mlp(30, 35, seed=5), _randn(7, 30, seed=6)
     x0 = x.clone()
-    whole = exact_transferability(s, t, x, method="krylov")
-    chunked = exact_transferability(s, t, x, method="krylov", memory_budget=1)
-    again = exact_transferability(s, t, x, method="krylov")
+    # a loose tolerance: the Ritz vectors then still carry their start blocks' traces, which must not depend
+    # on how the samples were chunked
+    whole = exact_transferability(s, t, x, method="krylov", krylov_tol=1e-4)
+    chunked = exact_transferability(s, t, x, method="krylov", krylov_tol=1e-4, memory_budget=1)
+    again = exact_transferability(s, t, x, method="krylov", krylov_tol=1e-4)
     assert torch.equal(x, x0)
     assert whole.metrics() == again.metrics()
-    for key in ALPHAS:
-        assert chunked[key] == pytest.approx(whole[key], rel=1e-10)
+    for key in ALPHAS:  # every sample starts from its own block and stops on its own: only rounding differs
+        assert chunked[key] == pytest.approx(whole[key], rel=1e-14)
+    for d in ("s2t", "t2s"):
+        np.testing.assert_allclose(getattr(chunked, d).alpha1_samples, getattr(whole, d).alpha1_samples, rtol=1e-13)
 
 
 def test_krylov_on_float32_models_converges_at_their_precision():

@@ -513,9 +513,9 @@ def exact_transferability(
     ``krylov_tol`` (at least 100 x the models' machine epsilon; float32 or float64 models) within
     ``krylov_steps`` blocks; samples that have not converged by then are computed from their Jacobians
     (counted in ``diagnostics``). It pays off when ``min(n, d)`` is large (hundreds and up); gradient matching
-    needs the full Jacobians and is left out (``metrics()`` has no ``grad_match``). Its chunks iterate until
-    every sample in them has converged, so there ``chunk_size`` and ``memory_budget`` move results within the
-    convergence tolerance.
+    needs the full Jacobians and is left out (``metrics()`` has no ``grad_match``). Each sample starts from a
+    block drawn from its index in ``x`` and stops when it has converged, so chunking changes nothing beyond
+    rounding there either.
     """
     check_model(target, "target")
     x, level, chunk_size, memory_budget = _validate(source, target, x, level, chunk_size, memory_budget)
@@ -608,7 +608,15 @@ def _krylov_side(m: _Model, xb: torch.Tensor, output: str, level: int, tol: floa
         out = outputs()
         if not bool(torch.isfinite(out).all()):
             raise ValueError(overflow)
-        pairs = top_pairs(jv, jtv, len(xb), n, m.d, level=level, max_steps=steps, tol=max(tol, 100 * eps), noise=max(1e-10, 100 * eps))
+        # each sample's start block is drawn from its index in x, so that chunking does not change it
+        block = max(4, level + 2)
+        starts = torch.stack([
+            torch.randn(block, n, generator=torch.Generator().manual_seed(start + i), dtype=torch.float64) for i in range(len(xb))
+        ])
+        pairs = top_pairs(
+            jv, jtv, len(xb), n, m.d, level=level, block=block, max_steps=steps, tol=max(tol, 100 * eps),
+            noise=max(1e-10, 100 * eps), starts=starts,
+        )
     except FloatingPointError:
         raise ValueError(overflow) from None
     except RuntimeError as exc:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 _F64 = torch.float64
-Operator = Callable[[torch.Tensor], torch.Tensor]
+Operator = Callable[..., torch.Tensor]  # (vectors, rows=None) -> products
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,9 @@ class KrylovPairs:
 
 def sample_operators(model: torch.nn.Module, x: torch.Tensor, output: str, dtype: torch.dtype, device: torch.device) -> tuple[Operator, Operator, Callable[[], torch.Tensor]]:
     """``(jv, jtv, outputs)`` for the samples ``x`` (B, ...): ``jv(V)`` maps (B, n, p) to each sample's
-    ``J_i V_i`` (B, d, p), ``jtv(U)`` maps (B, d, p) to ``J_i^T U_i`` (B, n, p), ``outputs()`` gives (B, d);
-    all float64 on the CPU, computed in the model's dtype on its device. Every sample goes through the model
+    ``J_i V_i`` (B, d, p), ``jtv(U)`` maps (B, d, p) to ``J_i^T U_i`` (B, n, p) (both take ``rows=``, an
+    index tensor, to work on those samples only), ``outputs()`` gives (B, d); all float64 on the CPU,
+    computed in the model's dtype on its device. Every sample goes through the model
     alone (as in :func:`transferlens.exact.jacobians`), so no layer can mix samples."""
     from torch.func import jvp, vjp, vmap
 
@@ -57,19 +58,22 @@ def sample_operators(model: torch.nn.Module, x: torch.Tensor, output: str, dtype
     def f(xi: torch.Tensor) -> torch.Tensor:
         return model_output(model, xi.reshape(1, *shape).clone(), output)[0]
 
-    def jv(v: torch.Tensor) -> torch.Tensor:
+    def pick(rows: torch.Tensor | None) -> torch.Tensor:
+        return xin if rows is None else xin[rows.to(xin.device)]
+
+    def jv(v: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         tangents = v.to(device, dtype).transpose(1, 2)  # (B, p, n)
-        out = vmap(lambda xi, ts: vmap(lambda t: jvp(f, (xi,), (t,))[1])(ts))(xin, tangents)
+        out = vmap(lambda xi, ts: vmap(lambda t: jvp(f, (xi,), (t,))[1])(ts))(pick(rows), tangents)
         return out.transpose(1, 2).detach().to("cpu", _F64)
 
-    def jtv(u: torch.Tensor) -> torch.Tensor:
+    def jtv(u: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         cotangents = u.to(device, dtype).transpose(1, 2)  # (B, p, d)
 
         def one(xi: torch.Tensor, cs: torch.Tensor) -> torch.Tensor:
             _, pullback = vjp(f, xi)
             return vmap(lambda c: pullback(c)[0])(cs)
 
-        out = vmap(one)(xin, cotangents)
+        out = vmap(one)(pick(rows), cotangents)
         return out.transpose(1, 2).detach().to("cpu", _F64)
 
     def outputs() -> torch.Tensor:
@@ -100,7 +104,7 @@ def _orthonormal(v: torch.Tensor, basis: torch.Tensor, noise: float) -> torch.Te
 
 def top_pairs(
     jv: Operator, jtv: Operator, b: int, n: int, d: int, *, level: int = 0, block: int | None = None,
-    max_steps: int = 20, tol: float = 1e-10, seed: int = 0, noise: float = 1e-10,
+    max_steps: int = 20, tol: float = 1e-10, seed: int = 0, noise: float = 1e-10, starts: torch.Tensor | None = None,
 ) -> KrylovPairs:
     """Block Krylov on ``A = J^T J`` for a chunk of ``b`` samples (see the module docstring). ``block``
     defaults to ``max(4, level + 2)``; at most ``max_steps`` blocks are built, and at most
@@ -108,47 +112,60 @@ def top_pairs(
     exact there; in floating point a sample may still be unconverged, and is reported so). A Ritz pair ``k``
     is accepted when ``||A w_k - theta_k w_k|| <= tol * theta_k`` (``theta_k`` floored at the numerical-rank
     cut-off, below which the direction is dropped anyway): the top pair for ``sigma_max``, the pair at
-    ``level`` for the direction. ``noise``: the relative norm below which a new vector counts as already in
-    the subspace (the precision of the products). Raises ``FloatingPointError`` when a product is not
-    finite."""
+    ``level`` for the direction. A sample stops as soon as it has converged (or its subspace stops growing),
+    so its result depends on its own start block ``starts[i]`` (``(b, block, n)``; by default drawn from
+    ``seed``) and not on the other samples of the chunk. ``noise``: the relative norm below which a new
+    vector counts as already in the subspace (the precision of the products). Raises ``FloatingPointError``
+    when a product is not finite."""
     block = max(4, level + 2) if block is None else block
     width = min(n, min(n, d) + block, block * max_steps)
-    gen = torch.Generator().manual_seed(seed)  # the same start for every run
-    # the subspace's vectors as rows (contiguous slices for every product below)
+    if starts is None:
+        starts = torch.randn(b, block, n, generator=torch.Generator().manual_seed(seed), dtype=_F64)
+    # the active samples' subspaces, vectors as rows (contiguous slices for every product below); a sample
+    # that finishes is copied out and its rows dropped, once
     basis = torch.zeros(b, width, n, dtype=_F64)  # K^T: orthonormal rows
     images = torch.zeros(b, width, d, dtype=_F64)  # (J K)^T
     applied = torch.zeros(b, width, n, dtype=_F64)  # (A K)^T = (J^T J K)^T
     gram = torch.zeros(b, width, width, dtype=_F64)  # (J K)^T (J K) = K^T A K
     wanted = [0, level] if level else [0]
     cutoff = (max(d, n) * torch.finfo(_F64).eps) ** 2  # of an eigenvalue of A, relative to the largest
-    v = torch.randn(b, block, n, generator=gen, dtype=_F64)
+    lam_max = torch.zeros(b, dtype=_F64)
+    vec, image = torch.zeros(b, n, dtype=_F64), torch.zeros(b, d, dtype=_F64)
+    converged = torch.zeros(b, dtype=torch.bool)
+    active = torch.arange(b)  # the samples still iterating; they share s, the vectors built so far
+    v = starts.to(_F64)
     s, steps = 0, 0
-    while True:
+    while len(active):
         cols = min(block, width - s)
-        q = _orthonormal(v[:, :cols], basis[:, :s], noise)  # (B, cols, n)
-        u = jv(q.transpose(1, 2)).transpose(1, 2)  # (B, cols, d)
-        a = jtv(u.transpose(1, 2)).transpose(1, 2)  # (B, cols, n)
+        q = _orthonormal(v[:, :cols], basis[:, :s], noise)  # (A, cols, n)
+        rows = None if len(active) == b else active
+        u = jv(q.transpose(1, 2), rows).transpose(1, 2)  # (A, cols, d)
+        a = jtv(u.transpose(1, 2), rows).transpose(1, 2)  # (A, cols, n)
         if not (bool(torch.isfinite(u).all()) and bool(torch.isfinite(a).all())):
             raise FloatingPointError("a Jacobian-vector product is not finite")
         new = slice(s, s + cols)
         basis[:, new], images[:, new], applied[:, new] = q, u, a
-        cross = images[:, : s + cols] @ u.transpose(1, 2)  # (B, s + cols, cols)
+        cross = images[:, : s + cols] @ u.transpose(1, 2)  # (A, s + cols, cols)
         gram[:, : s + cols, new] = cross
         gram[:, new, : s + cols] = cross.transpose(1, 2)
         s, steps = s + cols, steps + 1
         theta, w = torch.linalg.eigh(gram[:, :s, :s])  # Rayleigh-Ritz, ascending
         theta, w = theta.flip(1).clamp_min(0), w.flip(2)
-        ww = w[:, :, wanted].transpose(1, 2)  # (B, wanted, s)
+        ww = w[:, :, wanted].transpose(1, 2)  # (A, wanted, s)
         resid = (ww @ applied[:, :s] - (ww @ basis[:, :s]) * theta[:, wanted].unsqueeze(2)).norm(dim=2)
-        lam_max = theta[:, 0]
-        scale = torch.maximum(theta[:, wanted], cutoff * lam_max.unsqueeze(1))  # each pair against its own size
-        converged = (resid <= tol * scale).all(dim=1) & torch.isfinite(resid).all(dim=1)
-        if bool(converged.all()) or s >= width or not bool(q.any()):  # converged, or nothing left to add
-            break
-        v = a
-    wl = w[:, :, level].unsqueeze(1)  # (B, 1, s)
-    vec = (wl @ basis[:, :s]).squeeze(1)
-    image = (wl @ images[:, :s]).squeeze(1)
+        scale = torch.maximum(theta[:, wanted], cutoff * theta[:, :1])  # each pair against its own size
+        ok = (resid <= tol * scale).all(dim=1) & torch.isfinite(resid).all(dim=1)
+        done = ok | ~q.flatten(1).any(dim=1) | (s >= width)  # converged, or nothing left to add
+        if not bool(done.any()):
+            v = a
+            continue
+        idx, wl = active[done], w[done, :, level].unsqueeze(1)  # (D, 1, s)
+        vec[idx] = (wl @ basis[done, :s]).squeeze(1)
+        image[idx] = (wl @ images[done, :s]).squeeze(1)
+        lam_max[idx], converged[idx] = theta[done, 0], ok[done]
+        keep = ~done
+        active, v = active[keep], a[keep]
+        basis, images, applied, gram = basis[keep], images[keep], applied[keep], gram[keep]
     sigma = image.norm(dim=1)
     rank_ok = sigma > max(d, n) * torch.finfo(_F64).eps * lam_max.sqrt()
     vec = torch.where(rank_ok.unsqueeze(1), vec / vec.norm(dim=1, keepdim=True).clamp_min(1e-300), torch.zeros_like(vec))
