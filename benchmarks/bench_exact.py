@@ -383,6 +383,35 @@ def _rel(a: float, b: float) -> float:
     return abs(a - b) / max(abs(a), abs(b), 1e-300)
 
 
+def _time_arms(name: str, arms: dict) -> tuple[dict, dict, LoadWindow]:
+    """Alternate ``arms`` ``REPEATS`` times inside a load window and print each arm's times; returns
+    ``{arm: (min, median)}``, each arm's last output and the window."""
+    with LoadWindow(name) as load:
+        times, outs = alternate(arms, REPEATS)
+    width = max(len(a) for a in arms) + 1
+    for arm, ts in times.items():
+        say(f"  {arm + ':':<{width}} {fmt_times(ts)}")
+    return {arm: min_median(ts) for arm, ts in times.items()}, outs, load
+
+
+def _value_diffs(ma: dict, mb: dict, keys, samples_a: dict, samples_b: dict) -> tuple[float, float]:
+    """The largest absolute and relative differences over the metrics ``keys`` and the alpha1 samples of both
+    directions (``inf`` when the sample counts differ)."""
+    ab = max(abs(ma[k] - mb[k]) for k in keys)
+    rel = max(_rel(ma[k], mb[k]) for k in keys)
+    for dr in ("s2t", "t2s"):
+        a, b = samples_a[dr], samples_b[dr]
+        if a.shape != b.shape:
+            return math.inf, math.inf
+        ab = max(ab, float(np.abs(a - b).max()))
+        rel = max(rel, float((np.abs(a - b) / np.maximum(np.abs(b), 1e-300)).max()))
+    return ab, rel
+
+
+def _alpha1_samples(r) -> dict:
+    return {dr: getattr(r, dr).alpha1_samples for dr in ("s2t", "t2s")}
+
+
 def bench_vs_previous(threads: int) -> None:
     for n_in, n_out, n in SPEED_SHAPES:
         name = f"exact_new_vs_previous_n{n_in}_d{n_out}"
@@ -390,26 +419,13 @@ def bench_vs_previous(threads: int) -> None:
         source, target, x = build_pair(n_in, n_out, n, seed=10)
         exact_transferability(source, target, x[:8])  # warm-up
         previous_exact(source, target, x[:8])
-        with LoadWindow(name) as load:
-            times, outs = alternate(
-                {"new": lambda: exact_transferability(source, target, x), "previous": lambda: previous_exact(source, target, x)},
-                REPEATS,
-            )
-        new_min, new_med = min_median(times["new"])
-        old_min, old_med = min_median(times["previous"])
-        say(f"  new:      {fmt_times(times['new'])}")
-        say(f"  previous: {fmt_times(times['previous'])}")
+        stats, outs, load = _time_arms(
+            name, {"new": lambda: exact_transferability(source, target, x), "previous": lambda: previous_exact(source, target, x)}
+        )
+        (new_min, new_med), (old_min, old_med) = stats["new"], stats["previous"]
         r_new, (m_old, a1_old) = outs["new"], outs["previous"]
         m_new = r_new.metrics()
-        rel = max(_rel(m_new[k], m_old[k]) for k in m_new)
-        ab = max(abs(m_new[k] - m_old[k]) for k in m_new)
-        for dr in ("s2t", "t2s"):
-            a_new, a_old = getattr(r_new, dr).alpha1_samples, a1_old[dr]
-            if a_new.shape != a_old.shape:
-                rel = ab = math.inf
-                continue
-            rel = max(rel, float((np.abs(a_new - a_old) / np.maximum(np.abs(a_old), 1e-300)).max()))
-            ab = max(ab, float(np.abs(a_new - a_old).max()))
+        ab, rel = _value_diffs(m_new, m_old, list(m_new), _alpha1_samples(r_new), a1_old)
         ratio, ratio_med = old_min / new_min, old_med / new_med
         say(f"  ratio previous / new: {ratio:.2f}x (minima), {ratio_med:.2f}x (medians); values: max abs diff {ab:.2e}, "
             f"max rel diff {rel:.2e} (metrics and alpha1 samples)")
@@ -450,21 +466,13 @@ def bench_krylov(threads: int) -> None:
         source, target, x = build_pair(n_in, n_out, n, seed=30)
         exact_transferability(source, target, x[:4], method="krylov")  # warm-up
         exact_transferability(source, target, x[:4])
-        with LoadWindow(name) as load:
-            times, outs = alternate(
-                {"krylov": lambda: exact_transferability(source, target, x, method="krylov"),
-                 "jacobian": lambda: exact_transferability(source, target, x)},
-                REPEATS,
-            )
-        k_min, k_med = min_median(times["krylov"])
-        j_min, j_med = min_median(times["jacobian"])
-        say(f"  krylov:   {fmt_times(times['krylov'])}")
-        say(f"  jacobian: {fmt_times(times['jacobian'])}")
+        stats, outs, load = _time_arms(
+            name, {"krylov": lambda: exact_transferability(source, target, x, method="krylov"),
+                   "jacobian": lambda: exact_transferability(source, target, x)}
+        )
+        (k_min, k_med), (j_min, j_med) = stats["krylov"], stats["jacobian"]
         rk, rj = outs["krylov"], outs["jacobian"]
-        rel = max(_rel(rk[k], rj[k]) for k in ALPHA_ONLY)
-        for dr in ("s2t", "t2s"):
-            a_k, a_j = getattr(rk, dr).alpha1_samples, getattr(rj, dr).alpha1_samples
-            rel = max(rel, float((np.abs(a_k - a_j) / np.maximum(np.abs(a_j), 1e-300)).max()))
+        _, rel = _value_diffs(rk.metrics(), rj.metrics(), ALPHA_ONLY, _alpha1_samples(rk), _alpha1_samples(rj))
         ratio, ratio_med = j_min / k_min, j_med / k_med
         say(f"  ratio jacobian / krylov: {ratio:.2f}x (minima), {ratio_med:.2f}x (medians); max rel diff {rel:.2e}; "
             f"{rk.diagnostics}")
