@@ -216,6 +216,8 @@ def test_chain_lengths_count_the_longest_chain_of_cells_waiting_on_each() -> Non
     d = Cell.make("k", {"n": "d"}, deps=(a.key,))
     e = Cell.make("k", {"n": "e"})
     assert _chain_lengths([a, b, c, d, e]) == {a.key: 2, b.key: 1, c.key: 0, d.key: 0, e.key: 0}
+    # a stored cell waits on nothing: b's chain ends with it
+    assert _chain_lengths([a, b, c, d, e], {c.key}) == {a.key: 1, b.key: 0, c.key: 0, d.key: 0, e.key: 0}
 
 
 def test_one_worker_keeps_grid_order_and_several_train_every_source_before_measuring() -> None:

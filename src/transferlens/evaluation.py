@@ -172,6 +172,7 @@ def _scipy_rows(fn: Callable[[np.ndarray, np.ndarray], Any], x: np.ndarray, y: n
         warnings.simplefilter("ignore")
         for r in range(x.shape[0]):
             out[r] = fn(x[r], y[r]).statistic
+    out[~(np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1))] = np.nan  # as the pair sums give
     return np.clip(out, -1.0, 1.0)
 
 

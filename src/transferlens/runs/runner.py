@@ -120,11 +120,11 @@ class _Schedule:
 
     def __init__(self, cells: list[Cell], done: set[str], by_chain: bool = False) -> None:
         self.cells = {c.key: c for c in cells}
-        chain = _chain_lengths(cells) if by_chain else {}
+        chain = _chain_lengths(cells, done) if by_chain else {}
         self.index = {c.key: (-chain.get(c.key, 0), i) for i, c in enumerate(cells)}
         self.blockers: dict[str, int] = {}
         self.dependents: dict[str, list[str]] = {}
-        self.ready: list[tuple[int, str]] = []
+        self.ready: list[tuple[tuple[int, int], str]] = []
         for c in cells:
             if c.key in done:
                 continue
@@ -150,10 +150,13 @@ class _Schedule:
                 heapq.heappush(self.ready, (self.index[k], k))
 
 
-def _chain_lengths(cells: list[Cell]) -> dict[str, int]:
-    """For each cell, how many cells the longest chain of cells that wait on it holds (0 when none does)."""
+def _chain_lengths(cells: list[Cell], done: set[str] = frozenset()) -> dict[str, int]:
+    """For each cell, how many cells the longest chain of cells that wait on it holds (0 when none does);
+    cells already ``done`` wait on nothing."""
     dependents: dict[str, list[str]] = {}
     for c in cells:
+        if c.key in done:
+            continue
         for d in c.deps:
             dependents.setdefault(d, []).append(c.key)
     length: dict[str, int] = {}
