@@ -196,9 +196,16 @@ def pin_threads(n: int) -> int:
     far less. With one thread, a busy core costs every arm alike and ratios stay put.
     """
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(n)
+    # numpy's and SciPy's OpenBLAS keep their own pools (one thread per core by default): a "one-thread" arm that
+    # calls SciPy would otherwise still run its BLAS on every core
+    _LIMITS.append(threadpool_limits(n))
     return n
+
+
+_LIMITS: list[Any] = []  # the BLAS limits set by pin_threads, kept alive for the whole run
 
 
 def alternate(fns: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, list[float]], dict[str, Any]]:

@@ -24,7 +24,7 @@ Targets (README, "Benchmarks"), 2-core CPU, float64 sigmoid MLPs (one hidden lay
 
 Timing (``--threads``, default 1): every comparison alternates its arms (a b a b ...) ``REPEATS`` times and
 reports the minimum and the median of each arm and both ratios (``ratio`` is the ratio of the minima). The
-benchmark runs torch with one thread by default: on the shared 2-core machine a second thread per arm makes
+benchmark runs torch and the BLAS of numpy and SciPy with one thread by default: on the shared 2-core machine a second thread per arm makes
 the ratios depend on what else runs (a descheduled worker thread stalls every parallel region), while with one
 thread a busy core slows both arms alike. ``other_load_cores`` is the CPU that other processes used over each
 benchmark's window (/proc/stat); above 0.25 a warning is printed.

@@ -152,6 +152,43 @@ def test_jacobian_n_less_than_d_uses_forward_mode_and_is_correct():
     np.testing.assert_allclose(jacobians(_linear(w), x).numpy(), np.broadcast_to(w, (7, 6, 3)), atol=1e-15)
 
 
+class _MixesSamples(nn.Module):
+    """``tanh(W x_b) + c (s - s.detach())`` with ``s = W sum_b' x_b'``: the outputs are per sample (the added term
+    is zero, so the models' batch check passes), but the gradients mix the batch. One input's Jacobian alone is
+    ``diag(tanh') W + c W``; the sum of the batch's Jacobians with respect to it is ``diag(tanh') W + B c W``."""
+
+    def __init__(self, n_in: int, n_out: int, c: float = 0.3) -> None:
+        super().__init__()
+        self.lin = _linear(_randn(n_out, n_in, seed=60).numpy())
+        self.c = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.lin.weight @ x.sum(0)
+        return torch.tanh(self.lin(x)) + self.c * (s - s.detach()).expand(len(x), -1)
+
+
+def _jacobians_one_at_a_time(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Each input's Jacobian from a batch of that input alone (torch.autograd.functional, one per sample)."""
+    return torch.stack([torch.autograd.functional.jacobian(lambda z: model(z[None])[0], xi) for xi in x])
+
+
+def test_model_that_mixes_samples_is_differentiated_one_input_at_a_time():
+    import transferlens.exact as exact_module
+
+    model, x = _MixesSamples(6, 4), _randn(5, 6, seed=61)
+    assert not exact_module._prepare(model, x, "model", "logits").by_batch
+    torch.testing.assert_close(jacobians(model, x), _jacobians_one_at_a_time(model, x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_out,by_batch", [(4, True), (6, True), (9, False)])  # d < n, d = n, n < d (forward mode)
+def test_independent_samples_take_one_reverse_pass_over_the_batch(n_out, by_batch):
+    import transferlens.exact as exact_module
+
+    model, x = _mlp(6, n_out, seed=62), _randn(5, 6, seed=63)
+    assert exact_module._prepare(model, x, "model", "logits").by_batch is by_batch
+    torch.testing.assert_close(jacobians(model, x), _jacobians_one_at_a_time(model, x), rtol=1e-12, atol=1e-12)
+
+
 def test_jacobian_image_shaped_input_is_flattened():
     w = _randn(3, 16, seed=5).numpy()
     model = nn.Sequential(nn.Flatten(), _linear(w))
@@ -952,6 +989,10 @@ def test_large_linear_jacobians_by_hand(n_in, n_out, level):
         s_b, _ = _np_top_right(wb)
         np.testing.assert_allclose(res.alpha1_samples, np.linalg.norm(wb @ v_a) / s_b, rtol=1e-9)
         assert res.alpha2 == pytest.approx(1.0, abs=1e-9)
+    for direction, (wa, wb) in (("s2t", (ws, wt)), ("t2s", (wt, ws))):
+        dist, rel = _hand_grad_match(wa, wb)
+        assert r.gradient_matching[direction].distance == pytest.approx(dist, rel=1e-8, abs=1e-9)
+        assert r.gradient_matching[direction].relative == pytest.approx(rel, rel=1e-8, abs=1e-9)
 
 
 def test_n_less_than_d_level1_by_hand(eigen_path):
@@ -965,14 +1006,15 @@ def test_n_less_than_d_level1_by_hand(eigen_path):
 
 
 @pytest.mark.parametrize("level", [0, 2])
-@pytest.mark.parametrize("n_in,n_out", [(40, 34), (34, 40)])  # J J^T (d <= n) / J^T J (n < d)
-def test_lapack_and_batched_eigen_paths_agree(monkeypatch, n_in, n_out, level):
+# J J^T of both (d <= n: one joint Gram matrix per sample) / J^T J of both (n < d) / one of each
+@pytest.mark.parametrize("n_in,n_out,n_out_t", [(40, 34, 34), (34, 40, 40), (40, 34, 50)])
+def test_lapack_and_batched_eigen_paths_agree(monkeypatch, n_in, n_out, n_out_t, level):
     import transferlens.exact as exact_module
 
     s = build_model("mlp", (n_in,), n_out, hidden=(20,), seed=3).double()
-    t = build_model("mlp", (n_in,), n_out, hidden=(20,), seed=4).double()
+    t = build_model("mlp", (n_in,), n_out_t, hidden=(20,), seed=4).double()
     x = _randn(11, n_in, seed=6)
-    assert min(n_in, n_out) >= exact_module.LAPACK_FROM
+    assert min(n_in, n_out, n_out_t) >= exact_module.LAPACK_FROM
     lapack = exact_transferability(s, t, x, level=level)
     sig_l, v_l = singular_directions(s, x, 3)
     monkeypatch.setattr(exact_module, "LAPACK_FROM", 10**9)

@@ -12,8 +12,10 @@ Jacobian ``J_f(x)`` (``level=k`` uses the (k+1)-th one, an ablation). With it:
   (``s2t``: S's Jacobians mapped onto T's; ``t2s`` the reverse);
 * function matching: ``min_{A,b} sqrt(E ||f_T(x) - A f_S(x) - b||^2)`` in closed form (least squares).
 
-Jacobians come from ``torch.func`` (``vmap`` of ``jacrev``, or ``jacfwd`` when ``n < d``), chunk by chunk;
-everything is computed in float64.
+Jacobians come from ``torch.func``, chunk by chunk: when ``d <= n`` one reverse pass over the whole chunk per
+output (``vjp`` of the batch vmapped over the unit cotangents; valid because the model treats samples
+independently, which is checked on the first two inputs), otherwise ``vmap`` of ``jacfwd`` (``n < d``) or
+``jacrev`` one sample at a time. Everything is computed in float64.
 
 Memory: a chunk holds as many samples as fit in ``memory_budget`` bytes (default :data:`MEMORY_BUDGET`,
 256 MiB), estimated from the Jacobians' sizes, the Gram matrices of the smaller side ``min(n, d)`` and the
@@ -21,10 +23,12 @@ models' activations; one chunk is alive at a time, so the working memory does no
 samples (only the per-sample results do: outputs and deviations, ``O(N d)``). Per sample, only the
 ``min(n, d) x min(n, d)`` Gram matrix is formed (``J J^T`` when ``d <= n``, ``J^T J`` when ``n < d``). Small
 ones (``min(n, d) <`` :data:`LAPACK_FROM`) are solved as one torch batch: eigenvalues, then a few steps of
-inverse iteration for the wanted singular vector. Larger ones go to LAPACK one sample at a time: ``dsyrk``
-forms the Gram matrix, ``dsyevr`` computes only the wanted eigenpairs. The moments of the gradient matching
-are one symmetric rank-k update (``dsyrk``) of both models' Jacobians side by side per chunk, never
-per-sample ``d x d`` matrices.
+inverse iteration for the wanted singular vector; the moments of the gradient matching are then one symmetric
+rank-k update (``dsyrk``) of both models' Jacobians side by side per chunk. Larger ones go to LAPACK one
+sample at a time, both models together while the sample's Jacobians are in cache: one ``dsyrk`` of the
+stacked ``[J_S; J_T]`` gives both Gram matrices (when ``d <= n``) and the sample's share of the moments,
+``dsyevr`` computes only the wanted eigenpairs, one product gives the four deviations. BLAS runs with one
+thread there (many small calls).
 """
 
 from __future__ import annotations
@@ -58,6 +62,9 @@ class _Model:
     act: int  # activations per sample in one forward pass (sum of the submodules' output sizes), an estimate
     device: torch.device
     dtype: torch.dtype
+    # reverse-mode Jacobians from one pass over the whole chunk (the model treats samples independently, as
+    # checked on the first two inputs); otherwise each sample is differentiated on its own
+    by_batch: bool = False
 
 
 def _prepare(model: nn.Module, x: torch.Tensor, name: str, output: str) -> _Model:
@@ -88,7 +95,30 @@ def _prepare(model: nn.Module, x: torch.Tensor, name: str, output: str) -> _Mode
     finally:
         for h in handles:
             h.remove()
-    return _Model(model, name, int(out.shape[1]), sum(sizes.values()), dev, dt)
+    m = _Model(model, name, int(out.shape[1]), sum(sizes.values()), dev, dt)
+    n = int(np.prod(x.shape[1:]))
+    if m.d <= n and len(x) >= 2:
+        with frozen_eval(model):
+            m = _Model(model, name, m.d, m.act, dev, dt, by_batch=_samples_independent(m, x[:2], output))
+    return m
+
+
+def _samples_independent(m: _Model, probe: torch.Tensor, output: str) -> bool:
+    """Whether the model's outputs for one input depend on that input alone: the Jacobians of two inputs
+    computed in one batch equal those computed one input at a time. A model that mixes the samples of a batch
+    (statistics over the batch, attention across it) fails, and is then differentiated sample by sample."""
+    try:
+        _, alone = _jacobian_chunk(m, probe, output, 0)
+        _, together = _jacobian_chunk(_with_batch(m), probe, output, 0)
+    except (ValueError, RuntimeError):
+        return False
+    scale = float(alone.abs().max())
+    eps = torch.finfo(m.dtype).eps
+    return bool((alone - together).abs().max() <= 1e3 * eps * max(scale, 1e-300))
+
+
+def _with_batch(m: _Model) -> _Model:
+    return _Model(m.model, m.name, m.d, m.act, m.device, m.dtype, by_batch=True)
 
 
 def _bytes_per_sample(n: int, models: tuple[_Model, ...]) -> int:
@@ -111,21 +141,38 @@ def _chunk_rows(n_samples: int, n: int, models: tuple[_Model, ...], chunk_size: 
 
 
 def _jacobian_chunk(m: _Model, xb: torch.Tensor, output: str, start: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Outputs ``(B, d)`` and Jacobians ``(B, d, n)`` of one chunk, in float64 on the CPU."""
-    from torch.func import jacfwd, jacrev, vmap
+    """Outputs ``(B, d)`` and Jacobians ``(B, d, n)`` of one chunk, in float64 on the CPU.
+
+    When the model treats samples independently (``m.by_batch``) and ``d <= n``, one reverse pass over the whole
+    chunk per output (``vjp`` of the batch, vmapped over the ``d`` unit cotangents) gives every sample's
+    Jacobian rows at once: the gradient of ``sum_b y_b[k]`` with respect to ``x_b`` is row ``k`` of ``J(x_b)``.
+    The result is then a ``(B, d, n)`` view of a ``(d, B, n)`` array (sample rows are strided). Otherwise each
+    sample is differentiated on its own (``vmap`` of ``jacrev``, or ``jacfwd`` when ``n < d``).
+    """
+    from torch.func import jacfwd, jacrev, vjp, vmap
 
     shape = xb.shape[1:]
     n = int(np.prod(shape))
-
-    def f(xi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # a differentiable copy: a model that works in place on its input must not write into x
-        y = model_output(m.model, xi.reshape(1, *shape).clone(), output)[0]
-        return y, y
-
-    jac = jacfwd(f, has_aux=True) if n < m.d else jacrev(f, has_aux=True)
     xin = fresh(xb, m.device, m.dtype).reshape(-1, n)
     try:
-        j, out = vmap(jac)(xin)
+        if m.by_batch:
+
+            def g(xf: torch.Tensor) -> torch.Tensor:
+                # a differentiable copy: a model that works in place on its input must not write into x
+                return model_output(m.model, xf.reshape(-1, *shape).clone(), output)
+
+            out, pull = vjp(g, xin)
+            basis = torch.eye(out.shape[1], dtype=out.dtype, device=out.device).unsqueeze(1).expand(-1, len(xin), -1)
+            (rows,) = vmap(pull)(basis)  # (d, B, n)
+            j = rows.permute(1, 0, 2)
+        else:
+
+            def f(xi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                y = model_output(m.model, xi.reshape(1, *shape).clone(), output)[0]
+                return y, y
+
+            jac = jacfwd(f, has_aux=True) if n < m.d else jacrev(f, has_aux=True)
+            j, out = vmap(jac)(xin)
     except RuntimeError as exc:
         raise ValueError(
             f"{m.name}: could not differentiate the model's output with torch.func ({exc}). Exact metrics "
@@ -197,33 +244,119 @@ LAPACK_FROM = 32
 as one batch."""
 
 
+_BLAS: list[Any] = []  # a threadpoolctl controller, made once (finding the loaded BLAS libraries takes ~1 ms)
+
+
+def _one_blas_thread() -> Any:
+    """A context that runs numpy's and SciPy's BLAS with one thread: the per-sample loops make many small calls,
+    and on them a second BLAS thread only adds synchronisation (measured 10-45 % slower with two threads on two
+    cores, from 100 x 100 to 600 x 600 Gram matrices)."""
+    if not _BLAS:
+        import scipy.linalg  # noqa: F401 - loaded first, so that the controller sees SciPy's BLAS
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=1, user_api="blas")
+
+
+def _eigh_top(gram: np.ndarray, k: int, full: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``k`` eigenvalues (descending) and eigenvectors (columns, ``(m, k)``) of one symmetric matrix given
+    by its upper triangle (Fortran order; overwritten): ``dsyevr`` (relatively robust representations) for the
+    eigenpairs ``m - k + 1 .. m`` only, that is the reduction to tridiagonal form and no eigenvector beyond the
+    ``k`` wanted. Where it fails, numpy's full ``eigh`` of ``full()`` (the whole matrix formed again)."""
+    from scipy.linalg import lapack
+
+    m = gram.shape[0]
+    w, z, found, _, info = lapack.dsyevr(gram, compute_v=1, range="I", il=m - k + 1, iu=m, lower=0, overwrite_a=1)
+    if info != 0 or found != k:
+        w, z = np.linalg.eigh(full())
+        w, z = w[m - k :], z[:, m - k :]
+    return w[:k][::-1], z[:, :k][:, ::-1]
+
+
+def _sample_gram(a: np.ndarray) -> np.ndarray:
+    """Upper triangle (``dsyrk``: half the work of a matrix product) of the smaller Gram matrix of one sample's
+    Jacobian ``a`` (d, n), C order: ``J^T J`` when ``n < d``, else ``J J^T``."""
+    from scipy.linalg import blas
+
+    d, n = a.shape
+    return blas.dsyrk(1.0, a.T, trans=0 if n < d else 1)  # a.T is Fortran-ordered: no copy on the way to BLAS
+
+
 def _gram_eigenpairs_lapack(j: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The top ``k`` eigenvalues ``(B, k)`` (descending, clamped at 0) and unit eigenvectors ``(B, k, m)`` of
-    each sample's smaller Gram matrix (``J^T J`` when ``n < d``, else ``J J^T``; ``m = min(n, d)``).
-
-    Per sample: the Gram's upper triangle by ``dsyrk`` (half the work of a matrix product), then ``dsyevr``
-    (relatively robust representations) for the eigenpairs ``m - k + 1 .. m`` only: the reduction to
-    tridiagonal form, and no eigenvector beyond the ``k`` wanted. A sample whose ``dsyevr`` fails falls back to
-    numpy's full ``eigh``.
+    each sample's smaller Gram matrix (``J^T J`` when ``n < d``, else ``J J^T``; ``m = min(n, d)``), one sample
+    at a time: :func:`_sample_gram`, then :func:`_eigh_top`.
     """
-    from scipy.linalg import blas, lapack
-
-    jn = j.contiguous().numpy()
+    jn = j.numpy()
     b, d, n = jn.shape
-    m = min(d, n)
     values = np.empty((b, k))
-    vectors = np.empty((b, k, m))
-    for i in range(b):
-        a = jn[i].T  # (n, d), Fortran order: no copy on the way to BLAS
-        gram = blas.dsyrk(1.0, a, trans=0 if n < d else 1)  # a a^T = J^T J, or a^T a = J J^T; upper triangle
-        w, z, found, _, info = lapack.dsyevr(gram, compute_v=1, range="I", il=m - k + 1, iu=m, lower=0, overwrite_a=1)
-        if info != 0 or found != k:
-            full = a @ a.T if n < d else a.T @ a  # dsyevr may have overwritten the Gram: form it again
-            w, z = np.linalg.eigh(full)
-            w, z = w[m - k :], z[:, m - k :]
-        values[i] = w[:k][::-1]
-        vectors[i] = z[:, :k][:, ::-1].T
+    vectors = np.empty((b, k, min(d, n)))
+    with _one_blas_thread():
+        for i in range(b):
+            a = np.ascontiguousarray(jn[i])
+            values[i], z = _eigh_top(_sample_gram(a), k, lambda: a.T @ a if n < d else a @ a.T)
+            vectors[i] = z.T
     return torch.from_numpy(values).clamp_min(0), torch.from_numpy(vectors)
+
+
+def _top_one(a: np.ndarray, gram: np.ndarray | None, level: int) -> tuple[float, np.ndarray]:
+    """:func:`_top_and_level` for one sample's Jacobian ``a`` (d, n), C order: ``sigma_max`` and the unit
+    right-singular vector at ``level`` (zero below the numerical-rank cut-off). ``gram`` is the upper triangle
+    of its smaller Gram matrix when already formed (overwritten), else ``None``."""
+    d, n = a.shape
+    if gram is None:
+        gram = _sample_gram(a)
+    w, z = _eigh_top(gram, level + 1, lambda: a.T @ a if n < d else a @ a.T)
+    lam_max = max(float(w[0]), 0.0)
+    if n < d:
+        v = np.ascontiguousarray(z[:, level])
+        sigma = float(np.linalg.norm(a @ v))
+        scale = 1.0
+    else:
+        v = z[:, level] @ a
+        sigma = float(np.linalg.norm(v))
+        scale = 1.0 / max(sigma, 1e-300)
+    if not sigma > max(d, n) * np.finfo(np.float64).eps * np.sqrt(lam_max):
+        scale = 0.0
+    return float(np.sqrt(lam_max)), v * scale
+
+
+def _both_models_lapack(j_s: torch.Tensor, j_t: torch.Tensor, level: int, moments: "_Moments") -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Both models on one chunk, one sample at a time while its two Jacobians are in cache (``min(n, d)`` of
+    both at least :data:`LAPACK_FROM`): ``sigma_max`` ``(B,)`` of each, the four deviations ``(B, d)``
+    (``J_S v_S``, ``J_T v_S``, ``J_T v_T``, ``J_S v_T``), and the gradient-matching moments added to ``moments``.
+
+    Per sample the Jacobians are stacked, ``[J_S; J_T]``, and one ``dsyrk`` forms their joint Gram matrix: its
+    diagonal blocks ``J_S J_S^T`` and ``J_T J_T^T`` are the Gram matrices whose top eigenpairs give the attack
+    directions when ``d <= n``, and the whole is the sample's share of the moments. When an output side exceeds
+    ``n``, each model's ``n x n`` Gram matrix is formed on its own and the joint one is added straight into the
+    moments (``dsyrk`` with ``beta = 1``). One product ``[J_S; J_T] [v_S, v_T]`` then gives the deviations.
+    """
+    from scipy.linalg import blas
+
+    a_s, a_t = j_s.numpy(), j_t.numpy()
+    b, ds, n = a_s.shape
+    dt = a_t.shape[1]
+    joint_grams = max(ds, dt) <= n
+    stacked = np.empty((ds + dt, n))
+    sigma = np.empty((2, b))
+    dev = np.empty((b, ds + dt, 2))
+    with _one_blas_thread():
+        for i in range(b):
+            stacked[:ds], stacked[ds:] = a_s[i], a_t[i]
+            if joint_grams:
+                joint = blas.dsyrk(1.0, stacked.T, trans=1)  # upper triangle of [J_S; J_T] [J_S; J_T]^T
+                moments.upper += joint
+                gram_s, gram_t = joint[:ds, :ds].copy(order="F"), joint[ds:, ds:].copy(order="F")
+            else:
+                moments.upper = blas.dsyrk(1.0, stacked.T, beta=1.0, c=moments.upper, trans=1, overwrite_c=1)
+                gram_s = gram_t = None
+            sigma[0, i], v_s = _top_one(stacked[:ds], gram_s, level)
+            sigma[1, i], v_t = _top_one(stacked[ds:], gram_t, level)
+            dev[i] = stacked @ np.stack([v_s, v_t], axis=1)
+    devs = {"s2s": dev[:, :ds, 0], "t2s": dev[:, :ds, 1], "s2t": dev[:, ds:, 0], "t2t": dev[:, ds:, 1]}
+    return sigma[0], sigma[1], devs
 
 
 def _svd(j: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -309,14 +442,17 @@ def _top_and_level(j: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Ten
 
     From the smaller Gram matrix: ``J J^T`` (d x d) when ``d <= n``, whose eigenvector ``u`` gives
     ``v = J^T u / ||J^T u||``; ``J^T J`` (n x n) when ``n < d``, whose eigenvector is ``v`` itself. From
-    :data:`LAPACK_FROM` up, LAPACK sample by sample (:func:`_gram_eigenpairs_lapack`), else a torch batch.
+    :data:`LAPACK_FROM` up, LAPACK sample by sample (:func:`_top_one`), else a torch batch.
     """
     d, n = j.shape[1], j.shape[2]
     if min(d, n) >= LAPACK_FROM:
-        values, vecs = _gram_eigenpairs_lapack(j, level + 1)
-        lam_max, u = values[:, 0], vecs[:, level]
-    else:
-        lam_max, u = _eigenvector(j.transpose(1, 2) @ j if n < d else j @ j.transpose(1, 2), level)
+        jn = j.numpy()
+        sig, vecs = np.empty(len(jn)), np.empty((len(jn), n))
+        with _one_blas_thread():
+            for i in range(len(jn)):
+                sig[i], vecs[i] = _top_one(np.ascontiguousarray(jn[i]), None, level)
+        return torch.from_numpy(sig), torch.from_numpy(vecs)
+    lam_max, u = _eigenvector(j.transpose(1, 2) @ j if n < d else j @ j.transpose(1, 2), level)
     if n < d:
         v = u
         sigma = torch.einsum("bdn,bn->bd", j, v).norm(dim=1)
@@ -440,7 +576,7 @@ class _Moments:
 
     def __init__(self, d_s: int, d_t: int) -> None:
         self.d_s = d_s
-        self.upper = np.zeros((d_s + d_t, d_s + d_t))
+        self.upper = np.zeros((d_s + d_t, d_s + d_t), order="F")  # Fortran order: BLAS can add into it in place
 
     def add(self, j_s: torch.Tensor, j_t: torch.Tensor) -> None:
         """Add one chunk, Jacobians ``(B, d_S, n)`` and ``(B, d_T, n)``."""
@@ -538,20 +674,26 @@ def exact_transferability(
         f_s = torch.empty(len(x), ms.d, dtype=torch.float64)
         f_t = torch.empty(len(x), mt.d, dtype=torch.float64)
         moments = _Moments(ms.d, mt.d)
+        per_sample = min(n_in, ms.d, mt.d) >= LAPACK_FROM
         for i in range(0, len(x), rows):
             xb = x[i : i + rows]
             r = slice(i, i + len(xb))
             f_s[r], j_s = _jacobian_chunk(ms, xb, output, i)
-            sig_s, v_s = _top_and_level(j_s, level)
             f_t[r], j_t = _jacobian_chunk(mt, xb, output, i)
-            sig_t, v_t = _top_and_level(j_t, level)
-            dev["s2s"][r] = torch.einsum("bdn,bn->bd", j_s, v_s)
-            dev["s2t"][r] = torch.einsum("bdn,bn->bd", j_t, v_s)
-            dev["t2t"][r] = torch.einsum("bdn,bn->bd", j_t, v_t)
-            dev["t2s"][r] = torch.einsum("bdn,bn->bd", j_s, v_t)
             # alpha1's denominator is the other model's worst case, sigma_max, whatever the attack's level.
-            top["s"][r], top["t"][r] = sig_s, sig_t
-            moments.add(j_s, j_t)
+            if per_sample:
+                sig_s, sig_t, devs = _both_models_lapack(j_s, j_t, level, moments)
+                for k, v in devs.items():
+                    dev[k][r] = torch.from_numpy(v)
+            else:
+                sig_s, v_s = _top_and_level(j_s, level)
+                sig_t, v_t = _top_and_level(j_t, level)
+                dev["s2s"][r] = torch.einsum("bdn,bn->bd", j_s, v_s)
+                dev["s2t"][r] = torch.einsum("bdn,bn->bd", j_t, v_s)
+                dev["t2t"][r] = torch.einsum("bdn,bn->bd", j_t, v_t)
+                dev["t2s"][r] = torch.einsum("bdn,bn->bd", j_s, v_t)
+                moments.add(j_s, j_t)
+            top["s"][r], top["t"][r] = torch.as_tensor(sig_s), torch.as_tensor(sig_t)
             del j_s, j_t
     d = {k: v.numpy() for k, v in dev.items()}
     keep = np.ones(len(x), dtype=bool)
