@@ -180,6 +180,75 @@ def test_model_that_mixes_samples_is_differentiated_one_input_at_a_time():
     torch.testing.assert_close(jacobians(model, x), _jacobians_one_at_a_time(model, x), rtol=1e-12, atol=1e-12)
 
 
+class _SpreadOfBatch(nn.Module):
+    """``tanh(W x_b) + v ||x_b - mean_b' x_b'||^2``: the added term and its gradient vanish for a lone input and
+    for a batch of equal inputs, so equal inputs hide that it mixes the batch (outputs and gradients alike)."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.lin = _linear(_randn(n_out, n_in, seed=60).numpy())
+        self.v = _randn(n_out, seed=69)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.lin(x)) + ((x - x.mean(0)) ** 2).sum(1, keepdim=True) * self.v
+
+
+@pytest.mark.parametrize("duplicates", [1, 3])
+def test_batch_pass_check_skips_inputs_equal_to_the_first(duplicates):
+    """Equal inputs cannot show that a model mixes the batch (here even the models' output check on the first two
+    inputs passes): the batch-pass check takes the first input that differs from x[0]."""
+    import transferlens.exact as exact_module
+
+    model, x = _SpreadOfBatch(6, 4), _randn(5, 6, seed=64)
+    x[1 : 1 + duplicates] = x[0]
+    assert not exact_module._prepare(model, x, "model", "logits").by_batch
+    torch.testing.assert_close(jacobians(model, x), _jacobians_one_at_a_time(model, x), rtol=1e-12, atol=1e-12)
+
+
+def test_batch_pass_check_is_inconclusive_without_two_distinct_inputs_or_with_zero_gradients():
+    import transferlens.exact as exact_module
+
+    same = _randn(1, 6, seed=65).expand(4, 6).clone()
+    assert not exact_module._prepare(_mlp(6, 4, seed=66), same, "model", "logits").by_batch
+    zero = _linear(np.zeros((4, 6)))
+    assert not exact_module._prepare(zero, _randn(4, 6, seed=67), "model", "logits").by_batch
+    assert exact_module._prepare(_mlp(6, 4, seed=66), _randn(4, 6, seed=67), "model", "logits").by_batch
+
+
+def test_krylov_forms_no_jacobian_to_check_the_batch_pass(monkeypatch):
+    import transferlens.exact as exact_module
+
+    def refuse(*_args, **_kw):
+        raise AssertionError("the batch-pass check ran")
+
+    monkeypatch.setattr(exact_module, "_samples_independent", refuse)
+    s, t = build_model("mlp", (40,), 34, hidden=(20,), seed=3).double(), build_model("mlp", (40,), 34, hidden=(20,), seed=4).double()
+    r = exact_transferability(s, t, _randn(3, 40, seed=68), method="krylov")
+    assert 0 < r["alpha1_s2t"] <= 1
+
+
+def test_one_blas_thread_is_shared_and_restored_by_the_last_caller_to_leave():
+    """Two overlapping callers (as from two threads): the limit holds until both have left, then the setting
+    from before comes back."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import transferlens.exact as exact_module
+
+    def blas_threads() -> set[int]:
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    with threadpool_limits(2, user_api="blas"):
+        before = blas_threads()
+        a, b = exact_module._one_blas_thread(), exact_module._one_blas_thread()
+        a.__enter__()
+        b.__enter__()
+        assert blas_threads() == {1}
+        a.__exit__(None, None, None)
+        assert blas_threads() == {1}
+        b.__exit__(None, None, None)
+        assert blas_threads() == before == {2}
+
+
 @pytest.mark.parametrize("n_out,by_batch", [(4, True), (6, True), (9, False)])  # d < n, d = n, n < d (forward mode)
 def test_independent_samples_take_one_reverse_pass_over_the_batch(n_out, by_batch):
     import transferlens.exact as exact_module
@@ -695,7 +764,13 @@ class _Item(_Round):
 
 
 class _PerSampleItem(_Round):
-    """Per-sample (no batch dependence) but calls .item(), which torch.func cannot vmap."""
+    """Per-sample (no batch dependence) but calls .item(), which torch.func cannot vmap: with n < d (forward mode,
+    one sample at a time under vmap) it cannot be differentiated; with d <= n the one reverse pass over the batch
+    vmaps only the backward, and works."""
+
+    def __init__(self, wide: bool = True) -> None:
+        super().__init__()
+        self.lin = _linear(W_T.T if wide else W_T)  # wide: 4 inputs -> 5 outputs
 
     def forward(self, x):
         scale = torch.tensor([float(v.detach()) for v in x[:, 0]], dtype=x.dtype).unsqueeze(1)
@@ -744,14 +819,20 @@ def test_bad_models_raise_clearly():
     with pytest.raises(ValueError, match="changes with the other samples in the batch"):
         exact_transferability(_Item(), _linear(W_T), x)
     with pytest.raises(ValueError, match="could not differentiate"):
-        jacobians(_PerSampleItem(), x)
+        jacobians(_PerSampleItem(), x[:, :4])
     with pytest.raises(ValueError, match="could not differentiate"):
-        exact_transferability(_PerSampleItem(), _linear(W_T), x)
+        exact_transferability(_PerSampleItem(), _linear(W_T.T), x[:, :4])
     # overflow: exp(1000 * .) is inf, its Jacobian inf/NaN
     with pytest.raises(ValueError, match="NaN/Inf"):
         jacobians(_Overflow(), x)
     with pytest.raises(ValueError, match="NaN/Inf"):
         exact_transferability(_linear(W_S), _Overflow(), x)
+
+
+def test_model_torch_func_cannot_vmap_is_differentiated_by_the_batch_pass():
+    x = _randn(3, 5)
+    model = _PerSampleItem(wide=False)
+    torch.testing.assert_close(jacobians(model, x), _jacobians_one_at_a_time(model, x), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("model_cls", [_Round, _Detach])

@@ -14,7 +14,7 @@ Jacobian ``J_f(x)`` (``level=k`` uses the (k+1)-th one, an ablation). With it:
 
 Jacobians come from ``torch.func``, chunk by chunk: when ``d <= n`` one reverse pass over the whole chunk per
 output (``vjp`` of the batch vmapped over the unit cotangents; valid because the model treats samples
-independently, which is checked on the first two inputs), otherwise ``vmap`` of ``jacfwd`` (``n < d``) or
+independently, as checked on two distinct inputs by :func:`_samples_independent`), otherwise ``vmap`` of ``jacfwd`` (``n < d``) or
 ``jacrev`` one sample at a time. Everything is computed in float64.
 
 Memory: a chunk holds as many samples as fit in ``memory_budget`` bytes (default :data:`MEMORY_BUDGET`,
@@ -33,8 +33,10 @@ thread there (many small calls).
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -63,12 +65,14 @@ class _Model:
     device: torch.device
     dtype: torch.dtype
     # reverse-mode Jacobians from one pass over the whole chunk (the model treats samples independently, as
-    # checked on the first two inputs); otherwise each sample is differentiated on its own
+    # checked on two distinct inputs); otherwise each sample is differentiated on its own
     by_batch: bool = False
 
 
-def _prepare(model: nn.Module, x: torch.Tensor, name: str, output: str) -> _Model:
-    """Check that ``model`` maps ``x`` to (N, d) outputs; measure ``d`` and the activations per sample."""
+def _prepare(model: nn.Module, x: torch.Tensor, name: str, output: str, batch_pass: bool = True) -> _Model:
+    """Check that ``model`` maps ``x`` to (N, d) outputs; measure ``d`` and the activations per sample; with
+    ``batch_pass``, whether its Jacobians can come from one reverse pass over a batch (``d <= n`` and
+    :func:`_samples_independent`)."""
     check_choice(output, "output", OUTPUTS)
     dev, dt = model_device(model), model_dtype(model, x.dtype)
     probe = x[:2].to(dev, dt)
@@ -96,29 +100,49 @@ def _prepare(model: nn.Module, x: torch.Tensor, name: str, output: str) -> _Mode
         for h in handles:
             h.remove()
     m = _Model(model, name, int(out.shape[1]), sum(sizes.values()), dev, dt)
-    n = int(np.prod(x.shape[1:]))
-    if m.d <= n and len(x) >= 2:
+    if batch_pass and m.d <= int(np.prod(x.shape[1:])):
         with frozen_eval(model):
-            m = _Model(model, name, m.d, m.act, dev, dt, by_batch=_samples_independent(m, x[:2], output))
+            m = _Model(model, name, m.d, m.act, dev, dt, by_batch=_samples_independent(m, x, output))
     return m
 
 
-def _samples_independent(m: _Model, probe: torch.Tensor, output: str) -> bool:
-    """Whether the model's outputs for one input depend on that input alone: the Jacobians of two inputs
-    computed in one batch equal those computed one input at a time. A model that mixes the samples of a batch
-    (statistics over the batch, attention across it) fails, and is then differentiated sample by sample."""
+PROBE_INPUTS = 64
+"""The batch pass is checked on the first input and the first of the next ``PROBE_INPUTS - 1`` that differs
+from it."""
+
+
+def _samples_independent(m: _Model, x: torch.Tensor, output: str) -> bool:
+    """Whether one reverse pass over a batch gives each input's own gradient: a random cotangent pulled back
+    through a batch of two distinct inputs must equal the same cotangents pulled back through each input alone
+    (to ``1e3`` machine epsilons). A model that mixes the samples of a batch in its gradients fails (its outputs
+    were already checked to be per sample), and is then differentiated one input at a time. Inconclusive cases
+    count as a failure: no two distinct inputs among the first :data:`PROBE_INPUTS`, or a zero gradient. A
+    coupling that grows with the batch and stays below that tolerance on two inputs would go unnoticed; the
+    check costs three backward passes and ``O(n)`` memory."""
+    from torch.func import vjp
+
+    head = x[:PROBE_INPUTS].reshape(min(len(x), PROBE_INPUTS), -1)
+    differs = torch.nonzero((head[1:] != head[0]).any(dim=1)).flatten()
+    if len(differs) == 0:
+        return False
+    probe = torch.stack([x[0], x[1 + int(differs[0])]])
+    shape, n = probe.shape[1:], int(np.prod(probe.shape[1:]))
+    xin = fresh(probe, m.device, m.dtype).reshape(2, n)
+    cot = torch.rand(2, m.d, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 0.5
+    cot = cot.to(m.device, m.dtype)
+
+    def g(xf: torch.Tensor) -> torch.Tensor:
+        return model_output(m.model, xf.reshape(-1, *shape).clone(), output)
+
     try:
-        _, alone = _jacobian_chunk(m, probe, output, 0)
-        _, together = _jacobian_chunk(_with_batch(m), probe, output, 0)
-    except (ValueError, RuntimeError):
+        together = vjp(g, xin)[1](cot)[0]
+        alone = torch.cat([vjp(g, xin[i : i + 1])[1](cot[i : i + 1])[0] for i in range(2)])
+    except RuntimeError:
         return False
     scale = float(alone.abs().max())
-    eps = torch.finfo(m.dtype).eps
-    return bool((alone - together).abs().max() <= 1e3 * eps * max(scale, 1e-300))
-
-
-def _with_batch(m: _Model) -> _Model:
-    return _Model(m.model, m.name, m.d, m.act, m.device, m.dtype, by_batch=True)
+    if not scale > 0 or not bool(torch.isfinite(together).all()):
+        return False
+    return float((together - alone).abs().max()) <= 1e3 * torch.finfo(m.dtype).eps * scale
 
 
 def _bytes_per_sample(n: int, models: tuple[_Model, ...]) -> int:
@@ -244,19 +268,33 @@ LAPACK_FROM = 32
 as one batch."""
 
 
-_BLAS: list[Any] = []  # a threadpoolctl controller, made once (finding the loaded BLAS libraries takes ~1 ms)
+_BLAS: dict[str, Any] = {"controller": None, "limiter": None, "depth": 0}
+_BLAS_LOCK = threading.Lock()
 
 
-def _one_blas_thread() -> Any:
-    """A context that runs numpy's and SciPy's BLAS with one thread: the per-sample loops make many small calls,
-    and on them a second BLAS thread only adds synchronisation (measured 10-45 % slower with two threads on two
-    cores, from 100 x 100 to 600 x 600 Gram matrices)."""
-    if not _BLAS:
-        import scipy.linalg  # noqa: F401 - loaded first, so that the controller sees SciPy's BLAS
-        from threadpoolctl import ThreadpoolController
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """Run numpy's and SciPy's BLAS with one thread meanwhile: the per-sample loops make many small calls, and on
+    them a second BLAS thread only adds synchronisation (measured 10-45 % slower with two threads on two cores,
+    from 100 x 100 to 600 x 600 Gram matrices). The limit is process-wide (threadpoolctl), so calls from several
+    threads share it: the first to enter sets it, the last to leave restores the previous setting."""
+    with _BLAS_LOCK:
+        if _BLAS["controller"] is None:
+            import scipy.linalg  # noqa: F401 - loaded first, so that the controller sees SciPy's BLAS
+            from threadpoolctl import ThreadpoolController
 
-        _BLAS.append(ThreadpoolController())
-    return _BLAS[0].limit(limits=1, user_api="blas")
+            _BLAS["controller"] = ThreadpoolController()  # finding the loaded libraries takes ~1 ms: once
+        if _BLAS["depth"] == 0:
+            _BLAS["limiter"] = _BLAS["controller"].limit(limits=1, user_api="blas")
+        _BLAS["depth"] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS["depth"] -= 1
+            if _BLAS["depth"] == 0:
+                _BLAS["limiter"].restore_original_limits()
+                _BLAS["limiter"] = None
 
 
 def _eigh_top(gram: np.ndarray, k: int, full: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -786,7 +824,8 @@ def _exact_krylov(
     n_in = int(np.prod(x.shape[1:]))
     block = max(4, level + 2)
     with frozen_eval(source, target):
-        ms, mt = _prepare(source, x, "source", output), _prepare(target, x, "target", output)
+        # no batch-pass check: Krylov forms Jacobians only for the samples it leaves unconverged, one at a time
+        ms, mt = _prepare(source, x, "source", output, False), _prepare(target, x, "target", output, False)
         _check_level(level, n_in, ms.d, "source")
         _check_level(level, n_in, mt.d, "target")
         for m in (ms, mt):
