@@ -131,9 +131,7 @@ def _samples_independent(m: _Model, x: torch.Tensor, output: str) -> bool:
     cot = torch.rand(2, m.d, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 0.5
     cot = cot.to(m.device, m.dtype)
 
-    def g(xf: torch.Tensor) -> torch.Tensor:
-        return model_output(m.model, xf.reshape(-1, *shape).clone(), output)
-
+    g = _batch_function(m, shape, output)
     try:
         together = vjp(g, xin)[1](cot)[0]
         alone = torch.cat([vjp(g, xin[i : i + 1])[1](cot[i : i + 1])[0] for i in range(2)])
@@ -164,6 +162,16 @@ def _chunk_rows(n_samples: int, n: int, models: tuple[_Model, ...], chunk_size: 
     return min(rows, n_samples)
 
 
+def _batch_function(m: _Model, shape: torch.Size, output: str) -> Any:
+    """The model's measured output as a function of flattened inputs ``(B, n)``, for ``torch.func``; it is given
+    a differentiable copy, so that a model that works in place on its input never writes into ``x``."""
+
+    def g(xf: torch.Tensor) -> torch.Tensor:
+        return model_output(m.model, xf.reshape(-1, *shape).clone(), output)
+
+    return g
+
+
 def _jacobian_chunk(m: _Model, xb: torch.Tensor, output: str, start: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Outputs ``(B, d)`` and Jacobians ``(B, d, n)`` of one chunk, in float64 on the CPU.
 
@@ -180,12 +188,7 @@ def _jacobian_chunk(m: _Model, xb: torch.Tensor, output: str, start: int) -> tup
     xin = fresh(xb, m.device, m.dtype).reshape(-1, n)
     try:
         if m.by_batch:
-
-            def g(xf: torch.Tensor) -> torch.Tensor:
-                # a differentiable copy: a model that works in place on its input must not write into x
-                return model_output(m.model, xf.reshape(-1, *shape).clone(), output)
-
-            out, pull = vjp(g, xin)
+            out, pull = vjp(_batch_function(m, shape, output), xin)
             basis = torch.eye(out.shape[1], dtype=out.dtype, device=out.device).unsqueeze(1).expand(-1, len(xin), -1)
             (rows,) = vmap(pull)(basis)  # (d, B, n)
             j = rows.permute(1, 0, 2)
