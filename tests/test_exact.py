@@ -258,6 +258,29 @@ def test_independent_samples_take_one_reverse_pass_over_the_batch(n_out, by_batc
     torch.testing.assert_close(jacobians(model, x), _jacobians_one_at_a_time(model, x), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("rows_per_pass", [1, 3, 7, 1024])  # blocks of 1 .. 4 samples, 1 .. 3 outputs per pass, one pass
+@pytest.mark.parametrize("output", ["logits", "probs"])
+def test_batch_pass_in_blocks_and_output_groups_gives_each_samples_jacobian(monkeypatch, rows_per_pass, output):
+    """However the chunk is cut into blocks of samples and groups of outputs per reverse pass, every sample gets
+    its own Jacobian (against one input at a time), and the metrics do not move."""
+    import transferlens.exact as exact_module
+
+    s, t = _mlp(6, 5, seed=70), _mlp(6, 4, seed=71)
+    x = _randn(10, 6, seed=72)
+    ref = exact_transferability(s, t, x, output=output)
+    monkeypatch.setattr(exact_module, "ROWS_PER_PASS", rows_per_pass)
+    assert exact_module._prepare(s, x, "model", output).by_batch
+    def one(z: torch.Tensor) -> torch.Tensor:
+        y = s(z[None])[0]
+        return torch.softmax(y, 0) if output == "probs" else y
+
+    want = torch.stack([torch.autograd.functional.jacobian(one, xi) for xi in x])
+    torch.testing.assert_close(jacobians(s, x, output=output), want, rtol=1e-12, atol=1e-12)
+    got = exact_transferability(s, t, x, output=output)
+    _assert_metrics_close(got.metrics(), ref.metrics(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got.s2t.alpha1_samples, ref.s2t.alpha1_samples, rtol=1e-12)
+
+
 def test_jacobian_image_shaped_input_is_flattened():
     w = _randn(3, 16, seed=5).numpy()
     model = nn.Sequential(nn.Flatten(), _linear(w))

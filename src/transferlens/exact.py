@@ -172,25 +172,70 @@ def _batch_function(m: _Model, shape: torch.Size, output: str) -> Any:
     return g
 
 
-def _jacobian_chunk(m: _Model, xb: torch.Tensor, output: str, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+ROWS_PER_PASS = 1024
+"""Each reverse pass of the batch pass carries about this many cotangent rows (outputs x samples): a chunk of
+more samples goes through in blocks of about this many, one output per pass (the activations of a block stay in
+cache); a smaller chunk takes a few outputs per pass (vmapped), so that it does not pay the overhead of a pass
+once per output, or all of them in one pass when the caller has no buffer for the rows (copying each pass's
+rows into one costs more than it saves when the inputs are wide)."""
+
+
+def _batch_rows(m: _Model, xin: torch.Tensor, shape: torch.Size, output: str, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch pass of :func:`_jacobian_chunk`: outputs ``(B, d)`` and Jacobian rows ``(d, B, n)`` (float64,
+    CPU; written into ``rows`` when given) of flattened inputs ``xin`` (B, n)."""
+    from torch.func import vjp, vmap
+
+    g = _batch_function(m, shape, output)
+    b, n = xin.shape
+    if rows is None and b < ROWS_PER_PASS:  # nowhere to write to: one vmapped pass, its result kept as it is
+        out, pull = vjp(g, xin)
+        basis = torch.eye(out.shape[1], dtype=out.dtype, device=out.device).unsqueeze(1).expand(-1, b, -1)
+        return out.detach(), vmap(pull)(basis)[0].detach().to("cpu", torch.float64)
+    blocks = -(-b // ROWS_PER_PASS)
+    outs = []
+    for s in range(blocks):
+        lo, hi = s * b // blocks, (s + 1) * b // blocks
+        out, pull = vjp(g, xin[lo:hi])
+        if rows is None:
+            rows = torch.empty(out.shape[1], b, n, dtype=torch.float64)
+        d = out.shape[1]
+        per = max(1, ROWS_PER_PASS // (hi - lo))
+        if per == 1:
+            cot = torch.zeros_like(out)  # contiguous: a broadcast one-hot row makes the first product slow
+            for k in range(d):
+                cot[:, k] = 1
+                rows[k, lo:hi] = pull(cot)[0]
+                cot[:, k] = 0
+        else:
+            eye = torch.eye(d, dtype=out.dtype, device=out.device)
+            for k in range(0, d, per):
+                rows[k : k + per, lo:hi] = vmap(pull)(eye[k : k + per].unsqueeze(1).expand(-1, hi - lo, -1))[0]
+        outs.append(out.detach())
+        del out, pull
+    return torch.cat(outs), rows
+
+
+def _jacobian_chunk(
+    m: _Model, xb: torch.Tensor, output: str, start: int, into: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Outputs ``(B, d)`` and Jacobians ``(B, d, n)`` of one chunk, in float64 on the CPU.
 
-    When the model treats samples independently (``m.by_batch``) and ``d <= n``, one reverse pass over the whole
-    chunk per output (``vjp`` of the batch, vmapped over the ``d`` unit cotangents) gives every sample's
-    Jacobian rows at once: the gradient of ``sum_b y_b[k]`` with respect to ``x_b`` is row ``k`` of ``J(x_b)``.
-    The result is then a ``(B, d, n)`` view of a ``(d, B, n)`` array (sample rows are strided). Otherwise each
-    sample is differentiated on its own (``vmap`` of ``jacrev``, or ``jacfwd`` when ``n < d``).
+    When the model treats samples independently (``m.by_batch``) and ``d <= n``, reverse passes over the whole
+    chunk give every sample's Jacobian rows at once: the gradient of ``sum_b y_b[k]`` with respect to ``x_b`` is
+    row ``k`` of ``J(x_b)``. A forward pass, then one reverse pass per output, in blocks of samples or with a
+    few outputs per pass (:data:`ROWS_PER_PASS`); each pass is written straight into ``into`` (a float64
+    ``(d, B, n)`` buffer; allocated when not given), and the result is its ``(B, d, n)`` view (sample rows are
+    strided). Otherwise each sample is differentiated on its own (``vmap`` of ``jacrev``, or ``jacfwd`` when
+    ``n < d``) and ``into`` is not used.
     """
-    from torch.func import jacfwd, jacrev, vjp, vmap
+    from torch.func import jacfwd, jacrev, vmap
 
     shape = xb.shape[1:]
     n = int(np.prod(shape))
     xin = fresh(xb, m.device, m.dtype).reshape(-1, n)
     try:
         if m.by_batch:
-            out, pull = vjp(_batch_function(m, shape, output), xin)
-            basis = torch.eye(out.shape[1], dtype=out.dtype, device=out.device).unsqueeze(1).expand(-1, len(xin), -1)
-            (rows,) = vmap(pull)(basis)  # (d, B, n)
+            out, rows = _batch_rows(m, xin, shape, output, into)
             j = rows.permute(1, 0, 2)
         else:
 
@@ -619,16 +664,18 @@ class _Moments:
         self.d_s = d_s
         self.upper = np.zeros((d_s + d_t, d_s + d_t), order="F")  # Fortran order: BLAS can add into it in place
 
-    def add(self, j_s: torch.Tensor, j_t: torch.Tensor) -> None:
-        """Add one chunk, Jacobians ``(B, d_S, n)`` and ``(B, d_T, n)``."""
+    def add(self, j_s: torch.Tensor, j_t: torch.Tensor, side: torch.Tensor | None = None) -> None:
+        """Add one chunk, Jacobians ``(B, d_S, n)`` and ``(B, d_T, n)``; ``side`` is the contiguous
+        ``(d_S + d_T, B, n)`` buffer they are views of, when they are (else they are copied into one)."""
         from scipy.linalg import blas
 
         b, d_s, n = j_s.shape
-        side = torch.empty(d_s + j_t.shape[1], b * n, dtype=torch.float64)  # [J_S; J_T], samples side by side
-        side[:d_s].view(d_s, b, n).copy_(j_s.transpose(0, 1))
-        side[d_s:].view(-1, b, n).copy_(j_t.transpose(0, 1))
+        if side is None:
+            side = torch.empty(d_s + j_t.shape[1], b, n, dtype=torch.float64)  # [J_S; J_T], samples side by side
+            side[:d_s].copy_(j_s.transpose(0, 1))
+            side[d_s:].copy_(j_t.transpose(0, 1))
         # side.T is Fortran-ordered for BLAS (no copy); trans=1 gives side side^T
-        self.upper += blas.dsyrk(1.0, side.numpy().T, trans=1)
+        self.upper += blas.dsyrk(1.0, side.reshape(len(side), b * n).numpy().T, trans=1)
 
     def distances(self, n: int) -> dict[str, MatchingDistance]:
         full = torch.from_numpy(np.triu(self.upper) + np.triu(self.upper, 1).T)
@@ -719,8 +766,12 @@ def exact_transferability(
         for i in range(0, len(x), rows):
             xb = x[i : i + rows]
             r = slice(i, i + len(xb))
-            f_s[r], j_s = _jacobian_chunk(ms, xb, output, i)
-            f_t[r], j_t = _jacobian_chunk(mt, xb, output, i)
+            # both batch passes write into one [J_S; J_T] buffer, (d_S + d_T, B, n): the moments' layout
+            # (the sample-by-sample path takes each sample's rows from wherever they are)
+            both = ms.by_batch and mt.by_batch and not per_sample
+            side = torch.empty(ms.d + mt.d, len(xb), n_in, dtype=torch.float64) if both else None
+            f_s[r], j_s = _jacobian_chunk(ms, xb, output, i, None if side is None else side[: ms.d])
+            f_t[r], j_t = _jacobian_chunk(mt, xb, output, i, None if side is None else side[ms.d :])
             # alpha1's denominator is the other model's worst case, sigma_max, whatever the attack's level.
             if per_sample:
                 sig_s, sig_t, devs = _both_models_lapack(j_s, j_t, level, moments)
@@ -733,9 +784,9 @@ def exact_transferability(
                 dev["s2t"][r] = torch.einsum("bdn,bn->bd", j_t, v_s)
                 dev["t2t"][r] = torch.einsum("bdn,bn->bd", j_t, v_t)
                 dev["t2s"][r] = torch.einsum("bdn,bn->bd", j_s, v_t)
-                moments.add(j_s, j_t)
+                moments.add(j_s, j_t, side)
             top["s"][r], top["t"][r] = torch.as_tensor(sig_s), torch.as_tensor(sig_t)
-            del j_s, j_t
+            del j_s, j_t, side
     d = {k: v.numpy() for k, v in dev.items()}
     keep = np.ones(len(x), dtype=bool)
     tops = {k: v.numpy()[:, None] for k, v in top.items()}  # norms of the top deviations
