@@ -445,6 +445,39 @@ def _both_models_lapack(j_s: torch.Tensor, j_t: torch.Tensor, level: int, moment
     return sigma[0], sigma[1], devs
 
 
+def _both_models_small(j_s: torch.Tensor, j_t: torch.Tensor, moments: "_Moments") -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """Both models on one chunk at level 0 when each has at most as many outputs as inputs and the problems are
+    small (below :data:`LAPACK_FROM`): ``sigma_max`` ``(B,)`` of each, the four deviations ``(B, d)`` and the
+    chunk's gradient-matching moments, all from three batched products ``J_S J_S^T``, ``J_T J_T^T`` and
+    ``J_T J_S^T`` (the Jacobians are read once each, and no more).
+
+    The top eigenvector ``u`` of ``J J^T`` gives ``v = J^T u / sigma`` with ``sigma = ||J^T u||``, so every
+    deviation is a Gram matrix times ``u``: ``J_S v_S = (J_S J_S^T) u_S / sigma_S``,
+    ``J_T v_S = (J_T J_S^T) u_S / sigma_S``, and the same for ``v_T``. Formed so, a deviation carries the
+    rounding it carries when formed from ``v`` (``eps`` times the deviating model's ``sigma_max``) because
+    ``sigma`` is the largest singular value; below the top it would be divided by a smaller one, so other levels
+    take :func:`_top_and_level`.
+    """
+    n = j_s.shape[2]
+    g_ss = j_s @ j_s.transpose(1, 2)
+    g_tt = j_t @ j_t.transpose(1, 2)
+    g_ts = j_t @ j_s.transpose(1, 2)  # J_T J_S^T
+    moments.add_blocks(g_ss.sum(0), g_ts.sum(0), g_tt.sum(0))
+    out: dict[str, torch.Tensor] = {}
+    tops = []
+    for own, cross, own_key, cross_key in ((g_ss, g_ts, "s2s", "s2t"), (g_tt, g_ts.transpose(1, 2), "t2t", "t2s")):
+        lam, u = _eigenvector(own, 0)
+        img = own @ u.unsqueeze(2)  # J J^T u
+        sigma = (u * img[:, :, 0]).sum(1).clamp_min(0).sqrt()  # ||J^T u||
+        d = own.shape[1]
+        ok = sigma > max(d, n) * torch.finfo(torch.float64).eps * lam.sqrt()
+        scale = torch.where(ok, 1.0 / sigma.clamp_min(1e-300), torch.zeros_like(sigma)).unsqueeze(1)
+        out[own_key] = img[:, :, 0] * scale
+        out[cross_key] = (cross @ u.unsqueeze(2))[:, :, 0] * scale
+        tops.append(lam.sqrt())
+    return tops[0], tops[1], out
+
+
 def _svd(j: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top ``k`` singular values ``(B, k)`` and right-singular vectors ``(B, k, n)`` of ``j`` (B, d, n).
 
@@ -677,6 +710,13 @@ class _Moments:
         # side.T is Fortran-ordered for BLAS (no copy); trans=1 gives side side^T
         self.upper += blas.dsyrk(1.0, side.reshape(len(side), b * n).numpy().T, trans=1)
 
+    def add_blocks(self, ss: torch.Tensor, ts: torch.Tensor, tt: torch.Tensor) -> None:
+        """Add one chunk given its sums ``sum J_S J_S^T``, ``sum J_T J_S^T`` and ``sum J_T J_T^T``."""
+        ds = self.d_s
+        self.upper[:ds, :ds] += ss.numpy()
+        self.upper[:ds, ds:] += ts.numpy().T
+        self.upper[ds:, ds:] += tt.numpy()
+
     def distances(self, n: int) -> dict[str, MatchingDistance]:
         full = torch.from_numpy(np.triu(self.upper) + np.triu(self.upper, 1).T)
         ds = self.d_s
@@ -763,12 +803,13 @@ def exact_transferability(
         f_t = torch.empty(len(x), mt.d, dtype=torch.float64)
         moments = _Moments(ms.d, mt.d)
         per_sample = min(n_in, ms.d, mt.d) >= LAPACK_FROM
+        small_joint = not per_sample and level == 0 and max(ms.d, mt.d) <= n_in
         for i in range(0, len(x), rows):
             xb = x[i : i + rows]
             r = slice(i, i + len(xb))
             # both batch passes write into one [J_S; J_T] buffer, (d_S + d_T, B, n): the moments' layout
             # (the sample-by-sample path takes each sample's rows from wherever they are)
-            both = ms.by_batch and mt.by_batch and not per_sample
+            both = ms.by_batch and mt.by_batch and not per_sample and not small_joint
             side = torch.empty(ms.d + mt.d, len(xb), n_in, dtype=torch.float64) if both else None
             f_s[r], j_s = _jacobian_chunk(ms, xb, output, i, None if side is None else side[: ms.d])
             f_t[r], j_t = _jacobian_chunk(mt, xb, output, i, None if side is None else side[ms.d :])
@@ -777,6 +818,10 @@ def exact_transferability(
                 sig_s, sig_t, devs = _both_models_lapack(j_s, j_t, level, moments)
                 for k, v in devs.items():
                     dev[k][r] = torch.from_numpy(v)
+            elif small_joint:
+                sig_s, sig_t, devs = _both_models_small(j_s, j_t, moments)
+                for k, v in devs.items():
+                    dev[k][r] = v
             else:
                 sig_s, v_s = _top_and_level(j_s, level)
                 sig_t, v_t = _top_and_level(j_t, level)
