@@ -44,6 +44,7 @@ from torch import nn
 
 from ._torch import fresh, frozen_eval, model_device, model_dtype
 from ._validate import check_choice, check_flag, check_int, check_model, check_positive, check_real, check_seed, model_outputs_2d
+from ._eigen import eigenpairs
 from .alpha import DIRECTIONS, DirectionResult, direction_metrics
 from .attacks import OUTPUTS, ThreatModel, model_output, validate_inputs
 
@@ -512,47 +513,10 @@ def _svd(j: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _eigenvector(gram: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Largest eigenvalue ``(B,)`` (clamped at 0) and a unit eigenvector ``(B, m)`` of the eigenvalue ``level``
-    places below the top, for a batch of symmetric positive semi-definite ``gram`` (B, m, m).
-
-    The eigenvalues alone (no eigenvectors: several times cheaper), then three steps of inverse iteration
-    shifted just past the wanted eigenvalue (each step shrinks the error by ``1e-10 * lambda_max / gap``).
-    At level 0 the shift lies above every eigenvalue, so ``shift I - G`` is positive definite and a Cholesky
-    factorisation serves; below the top the shifted matrix is indefinite and a symmetric (Bunch-Kaufman)
-    factorisation is used. Either is factorised once for the three steps (no batched LU: torch's batched LU
-    solve on the CPU returns garbage or hangs from about 150 x 150 up with several threads,
-    pytorch/pytorch#142815). Samples whose factorisation or iteration fails fall back to the full
-    eigendecomposition.
-    """
-    b, m = gram.shape[0], gram.shape[1]
-    lam = torch.linalg.eigvalsh(gram)  # ascending
-    lam_max = lam[:, -1].clamp_min(0)
-    shift = lam[:, m - 1 - level] + 1e-10 * lam_max + 1e-300
-    gen = torch.Generator().manual_seed(0)  # a fixed generic start, the same for every sample
-    u = (torch.rand(m, 1, generator=gen, dtype=gram.dtype) + 0.5).expand(b, m, 1)
-    system = gram.neg()  # shift I - G
-    system.diagonal(dim1=1, dim2=2).add_(shift.unsqueeze(1))
-    if level == 0:  # positive definite
-        factor, info = torch.linalg.cholesky_ex(system)
-        pivots = None
-    else:  # indefinite
-        factor, pivots, info = torch.linalg.ldl_factor_ex(system)
-    del system
-    ok = info == 0
-    for _ in range(3):
-        if pivots is None:
-            u = torch.linalg.solve_triangular(factor, u, upper=False)
-            u = torch.linalg.solve_triangular(factor.transpose(1, 2), u, upper=True)
-        else:
-            u = torch.linalg.ldl_solve(factor, pivots, u)
-        u = u / u.norm(dim=1, keepdim=True)
-    del factor
-    ok &= torch.isfinite(u).all(dim=(1, 2))
-    if not bool(ok.all()):
-        bad = ~ok
-        _, vecs = torch.linalg.eigh(gram[bad])
-        u = u.clone()
-        u[bad] = vecs[:, :, m - 1 - level : m - level]
-    return lam_max, u.squeeze(2)
+    places below the top, for a batch of symmetric positive semi-definite ``gram`` (B, m, m): see
+    :func:`transferlens._eigen.eigenpairs`."""
+    lam, vecs = eigenpairs(gram, (level,))
+    return lam[:, 0].clamp_min(0), vecs[:, :, 0]
 
 
 def _top_and_level(j: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,6 +24,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ._eigen import eigenpairs
+
 _F64 = torch.float64
 Operator = Callable[..., torch.Tensor]  # (vectors, rows=None) -> products
 
@@ -149,9 +151,9 @@ def top_pairs(
         gram[:, : s + cols, new] = cross
         gram[:, new, : s + cols] = cross.transpose(1, 2)
         s, steps = s + cols, steps + 1
-        theta, w = torch.linalg.eigh(gram[:, :s, :s])  # Rayleigh-Ritz, ascending
-        theta, w = theta.flip(1).clamp_min(0), w.flip(2)
-        ww = w[:, :, wanted].transpose(1, 2)  # (A, wanted, s)
+        theta, w = eigenpairs(gram[:, :s, :s], wanted)  # Rayleigh-Ritz: descending, the wanted vectors
+        theta = theta.clamp_min(0)
+        ww = w.transpose(1, 2)  # (A, wanted, s)
         resid = (ww @ applied[:, :s] - (ww @ basis[:, :s]) * theta[:, wanted].unsqueeze(2)).norm(dim=2)
         scale = torch.maximum(theta[:, wanted], cutoff * theta[:, :1])  # each pair against its own size
         ok = (resid <= tol * scale).all(dim=1) & torch.isfinite(resid).all(dim=1)
@@ -159,7 +161,7 @@ def top_pairs(
         if not bool(done.any()):
             v = a
             continue
-        idx, wl = active[done], w[done, :, level].unsqueeze(1)  # (D, 1, s)
+        idx, wl = active[done], ww[done, -1:]  # (D, 1, s): the pair at level
         vec[idx] = (wl @ basis[done, :s]).squeeze(1)
         image[idx] = (wl @ images[done, :s]).squeeze(1)
         lam_max[idx], converged[idx] = theta[done, 0], ok[done]

@@ -1,0 +1,48 @@
+"""Selected eigenpairs of batches of small symmetric PSD matrices (transferlens._eigen)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from transferlens._eigen import eigenpairs
+
+
+def _psd(b: int, m: int, rank: int, seed: int) -> torch.Tensor:
+    a = torch.randn(b, m, rank, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return a @ a.transpose(1, 2)
+
+
+@pytest.mark.parametrize("m,rank", [(6, 6), (12, 5), (40, 40)])
+@pytest.mark.parametrize("levels", [(0,), (0, 2), (3, 0)])
+def test_eigenpairs_match_numpy(m, rank, levels):
+    g = _psd(7, m, rank, seed=m + rank)
+    lam, vecs = eigenpairs(g, levels)
+    ref_w, ref_v = np.linalg.eigh(g.numpy())  # ascending
+    np.testing.assert_allclose(lam.numpy(), ref_w[:, ::-1], rtol=1e-12, atol=1e-12 * ref_w.max())
+    assert vecs.shape == (7, m, len(levels))
+    for k, level in enumerate(levels):
+        want = ref_v[:, :, m - 1 - level]
+        cos = np.abs((vecs[:, :, k].numpy() * want).sum(1))
+        np.testing.assert_allclose(cos, 1.0, atol=1e-9)
+    assert g.equal(_psd(7, m, rank, seed=m + rank))  # the input is left as it was
+
+
+def test_eigenpairs_fall_back_per_level_where_the_factorisation_fails(monkeypatch):
+    g = _psd(6, 8, 8, seed=3)
+    ref_lam, ref_vecs = eigenpairs(g, (0, 1))
+    chol, ldl = torch.linalg.cholesky_ex, torch.linalg.ldl_factor_ex
+
+    def fail(out, rows):
+        *factors, info = out
+        info, first = info.clone(), factors[0].clone()
+        info[rows], first[rows] = 1, float("nan")
+        return (first, *factors[1:], info)
+
+    monkeypatch.setattr(torch.linalg, "cholesky_ex", lambda a, **kw: fail(chol(a, **kw), [0, 3]))
+    monkeypatch.setattr(torch.linalg, "ldl_factor_ex", lambda a, **kw: fail(ldl(a, **kw), [1]))
+    lam, vecs = eigenpairs(g, (0, 1))
+    np.testing.assert_array_equal(lam.numpy(), ref_lam.numpy())
+    np.testing.assert_allclose((vecs * ref_vecs).sum(1).abs().numpy(), 1.0, atol=1e-9)
+    assert bool(torch.isfinite(vecs).all())
