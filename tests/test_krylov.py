@@ -114,6 +114,26 @@ def test_krylov_on_linear_models_by_hand(level):
         np.testing.assert_allclose(res.alpha1_samples, np.linalg.norm(wb @ v_a) / s_b, rtol=1e-8)
 
 
+@pytest.mark.parametrize("method", ["krylov", "jacobian"])
+@pytest.mark.parametrize("level", [0, 1])
+def test_nearly_repeated_singular_values_keep_the_direction_accurate(method, level):
+    """The source's singular value at ``level`` and its neighbour differ by 1e-9 (relative): the direction is
+    then only determined to about ``eps / gap`` (1e-7), and alpha1 must be that close to the SVD of the weight.
+    Inverse iteration on the Ritz (or Gram) matrix alone missed it by 1e-3 here."""
+    rng = np.random.default_rng(4)
+    u, _ = np.linalg.qr(rng.standard_normal((12, 12)))
+    v, _ = np.linalg.qr(rng.standard_normal((30, 30)))
+    sv = np.array([3.0, 2.5, 2, 1.5, 1, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
+    sv[level + 1] = sv[level] * (1 - 1e-9)
+    w = (u * sv) @ v[:, :12].T
+    target = _mlp(30, 10, seed=21, hidden=9)
+    x = _randn(15, 30, seed=22)
+    r = exact_transferability(_linear(w), target, x, level=level, method=method)
+    jt = np.stack([torch.autograd.functional.jacobian(lambda z: target(z[None])[0], xi).numpy() for xi in x])
+    want = np.linalg.norm(jt @ np.linalg.svd(w)[2][level], axis=1) / np.linalg.svd(jt, compute_uv=False)[:, 0]
+    np.testing.assert_allclose(r.s2t.alpha1_samples, want, rtol=1e-5)
+
+
 def test_unconverged_samples_are_computed_from_their_jacobians():
     s, t, x = _mlp(50, 40, seed=1), _mlp(50, 40, seed=2), _randn(6, 50, seed=3)
     ref = exact_transferability(s, t, x)

@@ -8,6 +8,11 @@ from collections.abc import Sequence
 import torch
 
 
+CLOSE = 1e-6
+"""Relative gap (to the largest eigenvalue) below which a wanted eigenvector comes from the full
+eigendecomposition rather than inverse iteration."""
+
+
 def eigenpairs(gram: torch.Tensor, levels: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """All eigenvalues ``(B, m)``, descending, and unit eigenvectors ``(B, m, len(levels))`` of the eigenvalues
     ``levels`` places below the top, for a batch of symmetric positive semi-definite ``gram`` (B, m, m).
@@ -18,8 +23,10 @@ def eigenpairs(gram: torch.Tensor, levels: Sequence[int]) -> tuple[torch.Tensor,
     positive definite and a Cholesky factorisation serves; below the top the shifted matrix is indefinite and a
     symmetric (Bunch-Kaufman) factorisation is used. Either is factorised once for the three steps (no batched
     LU: torch's batched LU solve on the CPU returns garbage or hangs from about 150 x 150 up with several
-    threads, pytorch/pytorch#142815). Samples whose factorisation or iteration fails fall back to the full
-    eigendecomposition.
+    threads, pytorch/pytorch#142815). Samples whose wanted eigenvalue lies within :data:`CLOSE` ``* lambda_max``
+    of a neighbour (there three steps would leave the vector less accurate than the full decomposition, whose
+    error is about ``eps * lambda_max / gap``), and samples whose factorisation or iteration fails, get their
+    vectors from the full eigendecomposition.
     """
     b, m = gram.shape[0], gram.shape[1]
     lam = torch.linalg.eigvalsh(gram)  # ascending
@@ -27,8 +34,12 @@ def eigenpairs(gram: torch.Tensor, levels: Sequence[int]) -> tuple[torch.Tensor,
     gen = torch.Generator().manual_seed(0)  # a fixed generic start, the same for every sample
     start = (torch.rand(m, 1, generator=gen, dtype=gram.dtype) + 0.5).expand(b, m, 1)
     vectors = []
+    inf = torch.full((b, 1), float("inf"), dtype=lam.dtype)
+    gaps = torch.cat([inf, lam.diff(dim=1), inf], 1)  # gaps[:, i] = lam[i] - lam[i - 1], ascending order
     for level in levels:
-        shift = lam[:, m - 1 - level] + 1e-10 * lam_max + 1e-300
+        i = m - 1 - level
+        close = torch.minimum(gaps[:, i], gaps[:, i + 1]) <= CLOSE * lam_max
+        shift = lam[:, i] + 1e-10 * lam_max + 1e-300
         system = gram.neg()  # shift I - G
         system.diagonal(dim1=1, dim2=2).add_(shift.unsqueeze(1))
         if level == 0:  # positive definite
@@ -37,7 +48,7 @@ def eigenpairs(gram: torch.Tensor, levels: Sequence[int]) -> tuple[torch.Tensor,
         else:  # indefinite
             factor, pivots, info = torch.linalg.ldl_factor_ex(system)
         del system
-        ok = info == 0
+        ok = (info == 0) & ~close
         u = start
         for _ in range(3):
             if pivots is None:

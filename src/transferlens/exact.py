@@ -447,8 +447,8 @@ def _both_models_lapack(j_s: torch.Tensor, j_t: torch.Tensor, level: int, moment
 
 
 def _both_models_small(j_s: torch.Tensor, j_t: torch.Tensor, moments: "_Moments") -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """Both models on one chunk at level 0 when each has at most as many outputs as inputs and the problems are
-    small (below :data:`LAPACK_FROM`): ``sigma_max`` ``(B,)`` of each, the four deviations ``(B, d)`` and the
+    """Both models on one chunk at level 0 when each has fewer outputs than :data:`LAPACK_FROM` and at most as
+    many as inputs: ``sigma_max`` ``(B,)`` of each, the four deviations ``(B, d)`` and the
     chunk's gradient-matching moments, all from three batched products ``J_S J_S^T``, ``J_T J_T^T`` and
     ``J_T J_S^T`` (the Jacobians are read once each, and no more).
 
@@ -767,7 +767,7 @@ def exact_transferability(
         f_t = torch.empty(len(x), mt.d, dtype=torch.float64)
         moments = _Moments(ms.d, mt.d)
         per_sample = min(n_in, ms.d, mt.d) >= LAPACK_FROM
-        small_joint = not per_sample and level == 0 and max(ms.d, mt.d) <= n_in
+        small_joint = level == 0 and max(ms.d, mt.d) <= n_in and max(ms.d, mt.d) < LAPACK_FROM
         for i in range(0, len(x), rows):
             xb = x[i : i + rows]
             r = slice(i, i + len(xb))
