@@ -104,6 +104,16 @@ def _orthonormal(v: torch.Tensor, basis: torch.Tensor, noise: float) -> torch.Te
     return torch.cat(rows, 1)
 
 
+def _compact(t: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``t[keep]`` without a second copy of ``t``: the kept rows move forward in place, one at a time (each
+    only to an earlier or the same position), and the result is a view of the first ones."""
+    rows = torch.nonzero(keep).flatten().tolist()
+    for to, frm in enumerate(rows):
+        if to != frm:
+            t[to] = t[frm]
+    return t[: len(rows)]
+
+
 def top_pairs(
     jv: Operator, jtv: Operator, b: int, n: int, d: int, *, level: int = 0, block: int | None = None,
     max_steps: int = 20, tol: float = 1e-10, seed: int = 0, noise: float = 1e-10, starts: torch.Tensor | None = None,
@@ -167,7 +177,7 @@ def top_pairs(
         lam_max[idx], converged[idx] = theta[done, 0], ok[done]
         keep = ~done
         active, v = active[keep], a[keep]
-        basis, images, applied, gram = basis[keep], images[keep], applied[keep], gram[keep]
+        basis, images, applied, gram = (_compact(t, keep) for t in (basis, images, applied, gram))
     sigma = image.norm(dim=1)
     rank_ok = sigma > max(d, n) * torch.finfo(_F64).eps * lam_max.sqrt()
     vec = torch.where(rank_ok.unsqueeze(1), vec / vec.norm(dim=1, keepdim=True).clamp_min(1e-300), torch.zeros_like(vec))
