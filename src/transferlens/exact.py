@@ -450,7 +450,7 @@ def _both_models_small(j_s: torch.Tensor, j_t: torch.Tensor, moments: "_Moments"
     """Both models on one chunk at level 0 when each has fewer outputs than :data:`LAPACK_FROM` and at most as
     many as inputs: ``sigma_max`` ``(B,)`` of each, the four deviations ``(B, d)`` and the
     chunk's gradient-matching moments, all from three batched products ``J_S J_S^T``, ``J_T J_T^T`` and
-    ``J_T J_S^T`` (the Jacobians are read once each, and no more).
+    ``J_T J_S^T``: the Jacobians are read by these three products only.
 
     The top eigenvector ``u`` of ``J J^T`` gives ``v = J^T u / sigma`` with ``sigma = ||J^T u||``, so every
     deviation is a Gram matrix times ``u``: ``J_S v_S = (J_S J_S^T) u_S / sigma_S``,
