@@ -64,3 +64,26 @@ def test_nearly_repeated_eigenvalues_get_the_full_decompositions_vectors(rel_gap
     exact = np.stack([q[:, level], q[:, level]])  # the same spectrum, the same eigenvectors, other order
     angle = np.arccos(np.clip(np.abs((vecs[:, :, 0].numpy() * exact).sum(1)), 0, 1))
     assert angle.max() <= 100 * np.finfo(np.float64).eps / rel_gap
+
+
+def test_a_vector_that_is_no_eigenvector_is_caught_by_its_residual(monkeypatch):
+    """Finite factors that do not give the eigenvector (here the triangular solves are knocked off course on
+    every other sample, as a start orthogonal to the wanted vector would leave it) must not pass: the residual
+    ``||G u - lambda u||`` sends those samples to the full decomposition."""
+    g = _psd(6, 9, 9, seed=8)
+    ref_lam, ref_vecs = eigenpairs(g, (0,))
+    solve = torch.linalg.solve_triangular
+
+    def off_course(a, b, **kw):
+        x = solve(a, b, **kw).clone()
+        x[::2, 0] += 1e-3 * x[::2].norm(dim=1)
+        return x
+
+    monkeypatch.setattr(torch.linalg, "solve_triangular", off_course)
+    lam, vecs = eigenpairs(g, (0,))
+    np.testing.assert_allclose((vecs * ref_vecs).sum(1).abs().numpy(), 1.0, atol=1e-12)
+
+
+def test_levels_outside_the_matrix_are_refused():
+    with pytest.raises(ValueError, match="levels must lie in 0..3"):
+        eigenpairs(_psd(2, 4, 4, seed=9), (0, 4))
