@@ -41,9 +41,9 @@ def eigenpairs(gram: torch.Tensor, levels: Sequence[int]) -> tuple[torch.Tensor,
     lam = torch.linalg.eigvalsh(gram)  # ascending
     lam_max = lam[:, -1].clamp_min(0)
     gen = torch.Generator().manual_seed(0)  # a fixed generic start, the same for every sample
-    start = (torch.rand(m, 1, generator=gen, dtype=gram.dtype) + 0.5).expand(b, m, 1)
+    start = (torch.rand(m, 1, generator=gen, dtype=gram.dtype) + 0.5).to(gram.device).expand(b, m, 1)
     vectors = []
-    inf = torch.full((b, 1), float("inf"), dtype=lam.dtype)
+    inf = torch.full((b, 1), float("inf"), dtype=lam.dtype, device=lam.device)
     gaps = torch.cat([inf, lam.diff(dim=1), inf], 1)  # gaps[:, i] = lam[i] - lam[i - 1], ascending order
     for level in levels:
         i = m - 1 - level
