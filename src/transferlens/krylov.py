@@ -134,7 +134,7 @@ def top_pairs(
     if starts is None:
         starts = torch.randn(b, block, n, generator=torch.Generator().manual_seed(seed), dtype=_F64)
     # the active samples' subspaces, vectors as rows (contiguous slices for every product below); a sample
-    # that finishes is copied out and its rows dropped, once
+    # that finishes has its result copied out and its rows dropped in place (_compact)
     basis = torch.zeros(b, width, n, dtype=_F64)  # K^T: orthonormal rows
     images = torch.zeros(b, width, d, dtype=_F64)  # (J K)^T
     applied = torch.zeros(b, width, n, dtype=_F64)  # (A K)^T = (J^T J K)^T
