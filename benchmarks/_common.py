@@ -208,6 +208,18 @@ def pin_threads(n: int) -> int:
 _LIMITS: list[Any] = []  # the BLAS limits set by pin_threads, kept alive for the whole run
 
 
+def tune_malloc() -> None:
+    """glibc's malloc set up as the ``transferlens`` command sets it (:func:`transferlens.tune_allocator`), and a
+    line saying so; ``TRANSFERLENS_TUNE_MALLOC=0`` measures with glibc's defaults instead."""
+    from transferlens import tune_allocator
+
+    t = tune_allocator()
+    if t.applied:
+        say(f"allocator: glibc mmap / trim thresholds {t.mmap_threshold >> 20} / {t.trim_threshold >> 20} MiB, as the transferlens command sets them")
+    else:
+        say(f"allocator: glibc's defaults ({t.reason})")
+
+
 def alternate(fns: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, list[float]], dict[str, Any]]:
     """Time the arms alternately (``a b a b ...``) ``repeats`` times each; all times per arm and each arm's
     last return value."""

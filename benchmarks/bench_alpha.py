@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
-from _common import LoadWindow, alternate, emit, fmt_times, min_median, pin_threads, record, say, time_once  # noqa: E402
+from _common import LoadWindow, alternate, emit, fmt_times, min_median, pin_threads, record, say, time_once, tune_malloc  # noqa: E402
 from transferlens.adversarial import transferability  # noqa: E402
 from transferlens.attacks import ThreatModel, pgd  # noqa: E402
 from transferlens.data.mnist1d import mnist1d_task  # noqa: E402
@@ -241,6 +241,7 @@ def main() -> int:
     ap.add_argument("--full-check", action="store_true", help="also run both per-sample arms on all N once")
     args = ap.parse_args()
     threads = pin_threads(args.threads)
+    tune_malloc()
     t0 = time.perf_counter()
     torch.manual_seed(0)
     say(f"bench_alpha: N={N}, preset={PRESET!r}, {THREAT}, torch {torch.__version__}, {threads} thread(s), "

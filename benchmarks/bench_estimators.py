@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from _common import OtherLoad, emit, note, record, say  # noqa: E402
+from _common import OtherLoad, emit, note, record, say, tune_malloc  # noqa: E402
 from transferlens.estimators import estimator_names, get_estimator, logme, score, score_zoo  # noqa: E402
 
 N, D, C, C_SOURCE = 5000, 2048, 100, 100
@@ -82,6 +82,7 @@ def dense_logme_column(f: np.ndarray, gram: np.ndarray, t: np.ndarray) -> tuple[
 
 def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
+    tune_malloc()
     say(f"input: N={N}, D={D}, C={C} (float64), {C_SOURCE} source classes for the probability-based scores")
     features, y, probs = make_input()
     start = OtherLoad.mark()

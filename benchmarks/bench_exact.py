@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from _common import LoadWindow, alternate, emit, fmt_times, min_median, note, pin_threads, record, say  # noqa: E402
+from _common import LoadWindow, alternate, emit, fmt_times, min_median, note, pin_threads, record, say, tune_malloc  # noqa: E402
 from transferlens.alpha import direction_metrics  # noqa: E402
 from transferlens.attacks import model_output  # noqa: E402
 from transferlens.exact import MEMORY_BUDGET, exact_transferability  # noqa: E402
@@ -572,6 +572,7 @@ def main() -> int:
     ap.add_argument("--previous", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     threads = pin_threads(args.threads)
+    tune_malloc()
     if args.child_memory is not None:
         child_memory(args.child_memory, args.previous)
         return 0

@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from _common import OtherLoad, _machine_busy_seconds, emit, note, record, say  # noqa: E402
+from _common import OtherLoad, _machine_busy_seconds, emit, note, record, say, tune_malloc  # noqa: E402
 from transferlens.experiments import get_experiment  # noqa: E402
 from transferlens.runs import Context, execute  # noqa: E402
 from transferlens.runs.config import build_config  # noqa: E402
@@ -141,6 +141,7 @@ def byte_sizes(ex: Measured) -> dict[str, Any]:
 def main() -> None:
     torch.set_num_threads(1)
     threadpool_limits(limits=1)
+    tune_malloc()
     exp = get_experiment("e2")
     cfg = build_config(exp.config_cls, defaults={**exp.variants["quick"], "num_samples": NUM_SAMPLES})
     cores = os.cpu_count() or 1

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import Contention, emit, record, say  # noqa: E402
+from _common import Contention, emit, record, say, tune_malloc  # noqa: E402
 
 
 def main() -> None:
@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None, help="rounds of (in memory, with store); default 1, or 3 with --quick")
     args = ap.parse_args()
     repeats = args.repeats or (3 if args.quick else 1)
+    tune_malloc()
 
     import torch
     from threadpoolctl import threadpool_limits

@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
-from _common import Contention, OtherLoad, emit, record, say  # noqa: E402
+from _common import Contention, OtherLoad, emit, record, say, tune_malloc  # noqa: E402
 from transferlens.cli import DEFAULT_THREADS  # noqa: E402
 
 THREADS = (1, 2)
@@ -109,6 +109,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
+    tune_malloc()
     t0 = time.perf_counter()
     say(
         f"bench_threads: quick E2 (run_e2, device cpu) with {' and '.join(map(str, THREADS))} threads, alone and beside one "

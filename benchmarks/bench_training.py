@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from _common import OtherLoad, emit, record, say  # noqa: E402
+from _common import OtherLoad, emit, record, say, tune_malloc  # noqa: E402
 import transferlens as tl  # noqa: E402
 from transferlens.regimes import PGDAdversarial, Standard, Trades  # noqa: E402
 
@@ -57,6 +57,7 @@ def epoch_seconds(model, regime, x, y, seed: int) -> float:
 
 def main() -> None:
     torch.set_num_threads(1)
+    tune_malloc()
     task = tl.mnist1d_task("reference", num_samples=4000, seed=0)
     x, y = task.x_train, task.y_train
     say(f"MNIST-1D: {len(x)} training samples, batch {BATCH}, {STEPS} attack steps, 1 thread")

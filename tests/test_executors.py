@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from helpers import wait_for_done_cells
 from toy_experiment import Toy, ToyConfig
+from transferlens import allocator
 from transferlens.cli import app
 from transferlens.experiments import get_experiment
 from transferlens.experiments.base import REGISTRY, Experiment, register
@@ -65,6 +66,7 @@ def _step(cell: Cell, ctx: Context) -> CellOutput:
             ("torch_threads", "", float(torch.get_num_threads())), ("omp", "", float(os.environ.get("OMP_NUM_THREADS", -1))),
             ("on_cuda", "", float(ctx.device == "cuda")),
             ("gpu_visible", "", float(os.environ.get("CUDA_VISIBLE_DEVICES", "") not in ("", "-1"))),
+            ("malloc_tuned", "", float(allocator._state.get("done", None) is not None and allocator._state["done"].applied)),
         ],
         weights={"weights": {"w": torch.full((2,), value)}},
         value=("in-memory", spec["name"]),
@@ -274,6 +276,8 @@ def test_workers_compute_in_other_processes_without_the_store_with_pinned_thread
     rows = out.result.values()
     assert all(r["pid"] != os.getpid() and r["had_store"] == 0.0 for r in rows)
     assert all(r["torch_threads"] == 2.0 and r["omp"] == 2.0 for r in rows)
+    # each worker tunes glibc's malloc, as the command line does in the driver
+    assert all(r["malloc_tuned"] == float(allocator._skip_reason() == "") for r in rows)
     assert _values(out.result) == _values(execute(chain, ChainConfig()).result)
 
 

@@ -10,6 +10,7 @@ data, with a CLI and an HTML report.
 from ._validate import ArgumentTypeError
 from . import alpha_scores as _alpha_scores  # registers the alpha metrics as estimators  # noqa: F401
 from .adversarial import PRESETS, DirectionResult, SaturationWarning, SuccessRates, Transferability, transferability
+from .allocator import AllocatorTuning, tune_allocator
 from .attacks import ThreatModel, fgsm, model_output, pgd
 from .data import DIGITS_TRANSFORMS, MNIST1D_DOMAINS, RegressionData, Task, digits_task, mnist1d_task, rbf_regression
 from .estimators import (
@@ -70,7 +71,7 @@ __all__ = [
     "source_accuracy", "transrate", "ModelLoadError", "load_model", "fine_tune", "knn_transfer",
     "PGDAdversarial", "Regime", "Standard", "Trades", "robust_accuracy", "SelfTrainResult", "self_train", "DistillResult", "distill", "forward_kl",
     "reverse_kl", "TRANSFER_METHODS", "TransferMethod", "transfer", "transfer_method_names",
-    "ArgumentTypeError", "SaturationWarning", "TrainingWarning", "load_run",
+    "AllocatorTuning", "tune_allocator", "ArgumentTypeError", "SaturationWarning", "TrainingWarning", "load_run",
     "ConsistencyCheck", "E1Config", "E1Result", "ExactTransferability", "MatchingDistance", "RegressionData",
     "SigmoidNet", "build_sigmoid_net", "check_consistency", "exact_attack", "exact_transferability",
     "jacobians", "perturbed_copy", "random_direction", "rbf_regression", "refit_output_layer", "run_e1",

@@ -577,6 +577,9 @@ def _f(v: float | None) -> str:
 
 
 def main() -> None:
+    from .allocator import tune_allocator
+
+    tune_allocator()  # large tensors reused from the heap, not mapped afresh at every attack step
     app()
 
 

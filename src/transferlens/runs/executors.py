@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from .._validate import check_int, check_real
+from ..allocator import tune_allocator
 from .context import CellOutput, Context
 from .spec import Cell
 
@@ -184,6 +185,7 @@ def run_job(blob: bytes) -> bytes:
     job: CellJob = pickle.loads(blob)
     _use_paths(job.paths)
     pin_threads(job.threads)
+    tune_allocator()  # as the command line does in the driver (once per process; later calls return at once)
     ctx = Context(None, device=job.device)
     ctx.outputs.update(job.deps)
     ctx.cache.update(_generated)
