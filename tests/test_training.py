@@ -339,6 +339,18 @@ def test_shape_check_does_not_touch_batchnorm_statistics() -> None:
         assert torch.equal(v, before[k]), k
 
 
+def test_a_refused_model_is_not_moved_to_the_training_device(monkeypatch) -> None:
+    import transferlens.training as training
+
+    model = _BNNet()
+    # "meta" stands in for a GPU: a model moved there before the refusal would have lost its weights
+    monkeypatch.setattr(training, "resolve_device", lambda device: torch.device("meta"))
+    task = _tiny_task(n_train=40)
+    with pytest.raises(ValueError, match="classes"):
+        fit(model, Task("five", task.x_train, task.y_train, task.x_test, task.y_test, num_classes=5))
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+
+
 def test_model_ends_in_eval_mode_when_training_diverges() -> None:
     class Exploding(FeatureModel):
         def __init__(self) -> None:

@@ -165,9 +165,9 @@ def fit(
         cfg = TrainConfig(**{**asdict(cfg), **overrides})
     regime.check_bounds(task.bounds)
     dev = resolve_device(device)
-    model.to(dev)
+    # checked where the model is now: a refused model is left as it was, on its own device
     with frozen_eval(model):  # the shape check must not touch BatchNorm statistics
-        out = model_outputs_2d(model, task.x_train[:2].to(dev), "model")
+        out = model_outputs_2d(model, task.x_train[:2].to(model_device(model)), "model")
     if out.shape[1] < task.num_classes:
         raise ValueError(
             f"model has {out.shape[1]} outputs but task {task.name!r} has {task.num_classes} classes"
@@ -179,6 +179,7 @@ def fit(
     if n - n_val < 1:
         raise ValueError(f"task {task.name!r} has too few training samples ({n}) for a validation split")
     val_idx, tr_idx = perm[:n_val], perm[n_val:]
+    model.to(dev)
     x_tr, y_tr = task.x_train[tr_idx].to(dev), task.y_train[tr_idx].to(dev)
     x_val, y_val = task.x_train[val_idx].to(dev), task.y_train[val_idx].to(dev)
 
