@@ -223,6 +223,41 @@ def test_a_model_whose_outputs_depend_on_the_batch_is_refused_with_the_reason() 
             call(_BatchNormalised())
 
 
+class _SlightlyCoupled(nn.Module):
+    """Each output moves by 1e-3 of its size with the rest of the batch: too much for float32 rounding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.lin(x)
+        return z * (1 + 1e-3 * (len(x) - 1))
+
+
+def test_a_slight_batch_coupling_is_refused_on_the_cpu_with_its_size() -> None:
+    with pytest.raises(ValueError, match=r"by 0.001 of its largest value, more than the 1e-04 rounding allows"):
+        tl.pgd(_SlightlyCoupled(), randn(8, 4), tl.ThreatModel())
+
+
+def test_batch_tolerance_follows_the_arithmetic() -> None:
+    from transferlens._validate import batch_tolerance
+
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+    assert batch_tolerance(torch.float32, "cpu") == batch_tolerance(torch.float64, "cpu") == 1e-4
+    assert batch_tolerance(torch.float16, "cpu") == pytest.approx(30 * 2.0**-10)
+    assert batch_tolerance(torch.bfloat16, "cuda") == pytest.approx(30 * 2.0**-7)
+    try:
+        for matmul, cudnn, tol in ((True, False, 1e-2), (False, True, 1e-2), (False, False, 1e-4)):
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+            assert batch_tolerance(torch.float32, "cuda") == tol
+            assert batch_tolerance(torch.float32, "cpu") == 1e-4  # TF32 is a CUDA matter
+            assert batch_tolerance(torch.float64, "cuda") == 1e-4  # float64 has no TF32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
 def test_model_modes_are_restored_per_submodule() -> None:
     """A model in train mode holding a frozen (eval-mode) BatchNorm keeps exactly that mix after a call."""
     model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Dropout(0.5), nn.Linear(6, 3))

@@ -247,10 +247,25 @@ def model_outputs_2d(model: nn.Module, x: torch.Tensor, name: str = "model") -> 
             alone = model(probe[:1].clone())
         scale = float(out[:1].abs().max()) if out.numel() else 0.0
         if isinstance(alone, torch.Tensor) and alone.shape == out[:1].shape and bool(torch.isfinite(out).all()):
-            if float((alone - out[:1]).abs().max()) > 1e-4 * max(scale, 1e-6):
+            change = float((alone - out[:1]).abs().max()) / max(scale, 1e-6)
+            tol = batch_tolerance(out.dtype, out.device.type)
+            if change > tol:
                 raise ValueError(
                     f"{name}'s output for a sample changes with the other samples in the batch (alone vs. in a batch "
-                    "of two); transferlens needs per-sample outputs. Remove batch statistics from the forward pass "
+                    f"of two: by {change:.2g} of its largest value, more than the {tol:.0e} rounding allows); "
+                    "transferlens needs per-sample outputs. Remove batch statistics from the forward pass "
                     "(BatchNorm in train mode, normalising over dim 0)"
                 )
     return out
+
+
+def batch_tolerance(dtype: torch.dtype, device_type: str) -> float:
+    """How far (relative to its largest value) a sample's output may move between a batch of one and of two before
+    :func:`model_outputs_2d` calls the model batch-dependent: ``1e-4``, or ``30 eps`` of a coarser dtype
+    (float16, bfloat16), or ``1e-2`` for float32 on CUDA when TF32 matrix products or convolutions are allowed
+    (``torch.backends.cuda.matmul.allow_tf32``, ``torch.backends.cudnn.allow_tf32``): their 10-bit mantissas,
+    in kernels picked by batch size, leave outputs about 1e-3 apart. Batch statistics move outputs by far more."""
+    tol = max(1e-4, 30 * torch.finfo(dtype).eps)
+    if device_type == "cuda" and dtype == torch.float32 and (torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32):
+        tol = max(tol, 1e-2)
+    return tol
