@@ -194,7 +194,8 @@ def test_extract_features_shape_and_values(trained: FeatureModel, small: Task) -
     assert not f.requires_grad
     with torch.no_grad():
         assert torch.allclose(f, trained.features(x))
-    assert torch.allclose(extract_features(trained, x, batch_size=7), f)
+    # float32 rounding only: a CPU may pick other convolution kernels for another batch size
+    torch.testing.assert_close(extract_features(trained, x, batch_size=7), f, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("training", [True, False])
