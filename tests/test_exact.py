@@ -1199,3 +1199,42 @@ def test_linear_models_with_fewer_inputs_than_outputs_gradient_matching_by_hand(
             assert got.distance == pytest.approx(dist, rel=1e-7, abs=1e-7)
             assert got.relative == pytest.approx(rel, rel=1e-7, abs=1e-7)
         assert r.gradient_matching["s2t"].relative > 0.1
+
+
+def test_scaled_models_scale_the_distances_and_keep_the_alphas():
+    """Outputs 1e20 or 1e139 times larger: alpha metrics unchanged, both distances times the factor (the function
+    matching once lost the intercept beside outputs that large and moved by 1.2%)."""
+    ws, wt = _randn(5, 8, seed=40).numpy(), _randn(5, 8, seed=41).numpy()
+    x = _randn(20, 8, seed=42)
+    ref = exact_transferability(_linear(ws), _linear(wt), x).metrics()
+    for factor in (1e20, 1e139):
+        big = exact_transferability(_linear(ws * factor), _linear(wt * factor), x).metrics()
+        for key, value in ref.items():
+            expected = value * factor if "match" in key else value
+            assert big[key] == pytest.approx(expected, rel=1e-10), (factor, key)
+
+
+def test_function_matching_ignores_a_large_common_offset():
+    ws, wt = _randn(5, 8, seed=40).numpy(), _randn(5, 8, seed=41).numpy()
+    x = _randn(20, 8, seed=42)
+    ref = exact_transferability(_linear(ws), _linear(wt), x)
+    shifted = exact_transferability(_linear(ws, np.full(5, 1e9)), _linear(wt, np.full(5, -3e8)), x)
+    for direction in ("s2t", "t2s"):
+        assert shifted.function_matching[direction].distance == pytest.approx(ref.function_matching[direction].distance, rel=1e-6)
+
+
+@pytest.mark.parametrize("method", ["jacobian", "krylov"])
+def test_jacobians_whose_products_overflow_are_refused_with_the_remedy(method):
+    ws, wt = _randn(5, 8, seed=40).numpy(), _randn(5, 8, seed=41).numpy()
+    with pytest.raises(ValueError, match=r"Jacobian entries reach .*e\+150.*Divide the model's outputs by a constant"):
+        exact_transferability(_linear(ws * 1e150), _linear(wt), _randn(4, 8), method=method)
+    with pytest.raises(ValueError, match=r"target's Jacobian entries reach"):
+        exact_transferability(_linear(ws), _linear(wt * 1e150), _randn(4, 8), method=method)
+
+
+def test_jacobians_alone_are_returned_however_large():
+    w = _randn(5, 8, seed=40).numpy() * 1e150
+    j = jacobians(_linear(w), _randn(3, 8))
+    np.testing.assert_allclose(j.numpy(), np.broadcast_to(w, (3, 5, 8)), rtol=1e-15)
+    with pytest.raises(ValueError, match="Jacobian entries reach"):
+        singular_directions(_linear(w), _randn(3, 8))

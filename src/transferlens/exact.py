@@ -54,6 +54,10 @@ MEMORY_BUDGET = 256 * 2**20
 
 _F64 = 8  # bytes per float64
 
+JACOBIAN_MAX = 1e140
+"""Largest Jacobian entry accepted: Gram matrices and moments sum squares of entries over inputs and samples, and
+float64 overflows at 1.8e308."""
+
 
 @dataclass(frozen=True)
 class _Model:
@@ -217,7 +221,7 @@ def _batch_rows(m: _Model, xin: torch.Tensor, shape: torch.Size, output: str, ro
 
 
 def _jacobian_chunk(
-    m: _Model, xb: torch.Tensor, output: str, start: int, into: torch.Tensor | None = None
+    m: _Model, xb: torch.Tensor, output: str, start: int, into: torch.Tensor | None = None, products: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Outputs ``(B, d)`` and Jacobians ``(B, d, n)`` of one chunk, in float64 on the CPU.
 
@@ -227,7 +231,8 @@ def _jacobian_chunk(
     few outputs per pass (:data:`ROWS_PER_PASS`); each pass is written straight into ``into`` (a float64
     ``(d, B, n)`` buffer; allocated when not given), and the result is its ``(B, d, n)`` view (sample rows are
     strided). Otherwise each sample is differentiated on its own (``vmap`` of ``jacrev``, or ``jacfwd`` when
-    ``n < d``) and ``into`` is not used.
+    ``n < d``) and ``into`` is not used. With ``products`` (the caller forms Gram matrices or moments from
+    them), entries above :data:`JACOBIAN_MAX` are refused.
     """
     from torch.func import jacfwd, jacrev, vmap
 
@@ -253,21 +258,28 @@ def _jacobian_chunk(
         ) from exc
     del xin
     j, out = j.detach().to("cpu", torch.float64), out.detach().to("cpu", torch.float64)
-    # One cheap reduction first (NaN/Inf anywhere propagates); the exact check only if it trips.
-    if not bool(torch.isfinite(j.sum() + out.sum())) and not (bool(torch.isfinite(j).all()) and bool(torch.isfinite(out).all())):
+    # One reduction over the Jacobians (NaN propagates through the maximum) and one over the outputs.
+    largest = float(torch.linalg.vector_norm(j, float("inf")))
+    if not (np.isfinite(largest) and bool(torch.isfinite(out.sum()))):
         raise ValueError(
             f"{m.name} has NaN/Inf in its outputs or Jacobians (overflow?) on inputs {start}..{start + len(xb) - 1}; "
             "rescale the inputs or use a float64 model"
         )
+    if products and largest > JACOBIAN_MAX:
+        raise ValueError(
+            f"{m.name}'s Jacobian entries reach {largest:.3g} on inputs {start}..{start + len(xb) - 1}: the products "
+            f"the exact metrics form from them would overflow float64 (entries must stay below {JACOBIAN_MAX:.0e}). "
+            "Divide the model's outputs by a constant: alpha metrics do not change, distances scale with it"
+        )
     return out, j.reshape(len(xb), out.shape[1], n)
 
 
-def _chunks(m: _Model, x: torch.Tensor, output: str, rows: int):
+def _chunks(m: _Model, x: torch.Tensor, output: str, rows: int, products: bool = True):
     """``(rows, outputs, Jacobians)`` chunk by chunk, model frozen in eval mode meanwhile. The caller drops each
     chunk before asking for the next (``del``), so that only one is alive."""
     with frozen_eval(m.model):
         for i in range(0, len(x), rows):
-            out, j = _jacobian_chunk(m, x[i : i + rows], output, i)
+            out, j = _jacobian_chunk(m, x[i : i + rows], output, i, products=products)
             yield slice(i, i + len(out)), out, j
             del out, j
 
@@ -305,7 +317,7 @@ def jacobians(
     n = int(np.prod(x.shape[1:]))
     m = _prepare(model, x, "model", output)
     result = torch.empty(len(x), m.d, n, dtype=torch.float64)
-    for rows, _, j in _chunks(m, x, output, _chunk_rows(len(x), n, (m,), chunk_size, memory_budget)):
+    for rows, _, j in _chunks(m, x, output, _chunk_rows(len(x), n, (m,), chunk_size, memory_budget), products=False):
         result[rows] = j
         del j
     return result
@@ -701,8 +713,16 @@ def _affine_distance(ba: torch.Tensor, aa: torch.Tensor, bb: torch.Tensor, n: in
 
 
 def _function_matching(fa: torch.Tensor, fb: torch.Tensor, direction: str) -> MatchingDistance:
-    """Least squares ``fb ~ A fa + b`` on all samples; RMS residual norm."""
-    design = torch.cat([fa, torch.ones(len(fa), 1, dtype=fa.dtype)], dim=1)
+    """Least squares ``fb ~ A fa + b`` on all samples; RMS residual norm.
+
+    The columns of ``fa`` are centred and scaled to unit RMS first (constant ones dropped: the intercept holds
+    them), which leaves the residual unchanged and keeps the rank cut-off of the solver from mistaking the
+    intercept's column for noise beside outputs of a very different scale (outputs of size 1e150 once moved
+    the distance by 1.2%)."""
+    centred_a = fa - fa.mean(0)
+    spread = centred_a.pow(2).mean(0).sqrt()
+    keep = spread > 0
+    design = torch.cat([centred_a[:, keep] / spread[keep], torch.ones(len(fa), 1, dtype=fa.dtype)], dim=1)
     coef = torch.linalg.lstsq(design, fb, driver="gelsd").solution
     resid = fb - design @ coef
     sq = float((resid * resid).sum(1).mean())
