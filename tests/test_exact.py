@@ -1238,3 +1238,19 @@ def test_jacobians_alone_are_returned_however_large():
     np.testing.assert_allclose(j.numpy(), np.broadcast_to(w, (3, 5, 8)), rtol=1e-15)
     with pytest.raises(ValueError, match="Jacobian entries reach"):
         singular_directions(_linear(w), _randn(3, 8))
+
+
+class _NegSqrt(nn.Module):
+    """Finite outputs, NaN in the Jacobian at a zero input (-0.5 / sqrt(0) times the zero tangents of the other
+    inputs)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -torch.sqrt(x)
+
+
+def test_non_finite_jacobians_behind_finite_outputs_are_refused():
+    x = _randn(3, 5).abs() + 0.5
+    x[1, 2] = 0.0
+    for call in (lambda: jacobians(_NegSqrt(), x), lambda: exact_transferability(_NegSqrt(), _linear(W_T), x)):
+        with pytest.raises(ValueError, match="NaN/Inf in its outputs or Jacobians"):
+            call()
