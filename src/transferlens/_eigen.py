@@ -13,6 +13,12 @@ CLOSE = 1e-6
 eigendecomposition rather than inverse iteration."""
 
 
+def rank_cutoff(d: int, n: int, top):
+    """The numerical-rank cut-off of a ``d x n`` float64 matrix whose largest singular value is ``top`` (a number
+    or a tensor): singular values at or below ``max(d, n) * eps * top`` are rounding noise, as in ``pinv``."""
+    return max(d, n) * torch.finfo(torch.float64).eps * top
+
+
 RESIDUAL = 100.0
 """A vector from inverse iteration is kept when ``||G u - lambda u|| <= RESIDUAL * m * eps * lambda_max``."""
 

@@ -44,7 +44,7 @@ from torch import nn
 
 from ._torch import fresh, frozen_eval, model_device, model_dtype
 from ._validate import check_choice, check_flag, check_int, check_model, check_positive, check_real, check_seed, model_outputs_2d
-from ._eigen import eigenpairs
+from ._eigen import eigenpairs, rank_cutoff
 from .alpha import DIRECTIONS, DirectionResult, direction_metrics
 from .attacks import OUTPUTS, ThreatModel, model_output, validate_inputs
 
@@ -418,7 +418,7 @@ def _top_one(a: np.ndarray, gram: np.ndarray | None, level: int) -> tuple[float,
         v = z[:, level] @ a
         sigma = float(np.linalg.norm(v))
         scale = 1.0 / max(sigma, 1e-300)
-    if not sigma > max(d, n) * np.finfo(np.float64).eps * np.sqrt(lam_max):
+    if not sigma > rank_cutoff(d, n, np.sqrt(lam_max)):
         scale = 0.0
     return float(np.sqrt(lam_max)), v * scale
 
@@ -485,7 +485,7 @@ def _both_models_small(j_s: torch.Tensor, j_t: torch.Tensor, moments: "_Moments"
         img = own @ u.unsqueeze(2)  # J J^T u
         sigma = (u * img[:, :, 0]).sum(1).clamp_min(0).sqrt()  # ||J^T u||
         d = own.shape[1]
-        ok = sigma > max(d, n) * torch.finfo(torch.float64).eps * lam.sqrt()
+        ok = sigma > rank_cutoff(d, n, lam.sqrt())
         scale = torch.where(ok, 1.0 / sigma.clamp_min(1e-300), torch.zeros_like(sigma)).unsqueeze(1)
         out[own_key] = img[:, :, 0] * scale
         out[cross_key] = (cross @ u.unsqueeze(2))[:, :, 0] * scale
@@ -520,7 +520,7 @@ def _svd(j: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         scale = 1.0 / sigma.clamp_min(1e-300)
     # Below the numerical rank cut-off (as in pinv) a direction is rounding noise; it is returned as 0
     # (with sigma 0) rather than as a fake unit vector.
-    rank_ok = sigma > max(d, n) * torch.finfo(j.dtype).eps * sigma[:, :1]
+    rank_ok = sigma > rank_cutoff(d, n, sigma[:, :1])
     scale = torch.where(rank_ok, scale, torch.zeros_like(scale))
     return torch.where(rank_ok, sigma, torch.zeros_like(sigma)), v * scale.unsqueeze(2)
 
@@ -558,7 +558,7 @@ def _top_and_level(j: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Ten
         v = torch.einsum("bdn,bd->bn", j, u)
         sigma = v.norm(dim=1)
         scale = 1.0 / sigma.clamp_min(1e-300)
-    rank_ok = sigma > max(d, n) * torch.finfo(j.dtype).eps * lam_max.sqrt()
+    rank_ok = sigma > rank_cutoff(d, n, lam_max.sqrt())
     scale = torch.where(rank_ok, scale, torch.zeros_like(scale))
     return lam_max.sqrt(), v * scale.unsqueeze(1)
 

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ._eigen import eigenpairs
+from ._eigen import eigenpairs, rank_cutoff
 
 _F64 = torch.float64
 Operator = Callable[..., torch.Tensor]  # (vectors, rows=None) -> products
@@ -140,7 +140,7 @@ def top_pairs(
     applied = torch.zeros(b, width, n, dtype=_F64)  # (A K)^T = (J^T J K)^T
     gram = torch.zeros(b, width, width, dtype=_F64)  # (J K)^T (J K) = K^T A K
     wanted = [0, level] if level else [0]
-    cutoff = (max(d, n) * torch.finfo(_F64).eps) ** 2  # of an eigenvalue of A, relative to the largest
+    cutoff = rank_cutoff(d, n, 1.0) ** 2  # of an eigenvalue of A, relative to the largest
     lam_max = torch.zeros(b, dtype=_F64)
     vec, image = torch.zeros(b, n, dtype=_F64), torch.zeros(b, d, dtype=_F64)
     converged = torch.zeros(b, dtype=torch.bool)
@@ -179,7 +179,7 @@ def top_pairs(
         active, v = active[keep], a[keep]
         basis, images, applied, gram = (_compact(t, keep) for t in (basis, images, applied, gram))
     sigma = image.norm(dim=1)
-    rank_ok = sigma > max(d, n) * torch.finfo(_F64).eps * lam_max.sqrt()
+    rank_ok = sigma > rank_cutoff(d, n, lam_max.sqrt())
     vec = torch.where(rank_ok.unsqueeze(1), vec / vec.norm(dim=1, keepdim=True).clamp_min(1e-300), torch.zeros_like(vec))
     image = torch.where(rank_ok.unsqueeze(1), image, torch.zeros_like(image))
     # a model with a zero Jacobian converges at once (every residual is 0), with sigma 0 and no direction
