@@ -316,7 +316,9 @@ def pgd(
     """Projected gradient ascent of ``objective`` on ``model``; returns the perturbation ``delta``.
 
     ``delta`` has the shape of ``x`` and satisfies the threat model. The last iterate is returned.
-    Shapes: ``x`` is ``(N, *input_shape)``; the model must map it to ``(N, K)``.
+    Shapes: ``x`` is ``(N, *input_shape)``; the model must map it to ``(N, K)``. On a glibc system's CPU,
+    :func:`transferlens.tune_allocator` (once per process) keeps the large per-step tensors from being mapped
+    afresh at every step.
     """
     check_model(model)
     threat = check_threat(threat)
