@@ -229,7 +229,7 @@ def transferability(
 
     On a glibc system's CPU, call :func:`transferlens.tune_allocator` once per process first (the command line
     does): with glibc's default thresholds every attack step maps its large tensors afresh, which made this
-    call about 1.6x slower at the default batch size.
+    call 1.3x-2.1x slower at the default batch size (README, "CPU and GPU").
     """
     check_model(source, "source")
     check_model(target, "target")
