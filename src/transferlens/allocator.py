@@ -5,7 +5,8 @@ block freed) with a fresh ``mmap`` and returns heap memory to the system as soon
 free at the top. A batched attack allocates and frees megabyte-sized activations and gradients at every step,
 so each step maps fresh pages and the kernel zero-fills them on first touch: on a 2-core CPU that doubled the
 time of the alpha metrics at the default batch of 1,024 samples (``benchmarks/bench_alpha.py``). Raising both
-thresholds keeps those blocks in the heap, reused from step to step.
+thresholds keeps those blocks in the heap, reused from step to step. ``mallopt`` is not thread-safe: call it
+before starting threads of your own.
 
 :func:`tune_allocator` does that for the current process. The ``transferlens`` command and the worker processes
 of a run call it on start; a Python program calls it once itself. It changes no result, only where freed memory
@@ -19,8 +20,9 @@ import os
 import platform
 from dataclasses import dataclass
 
-MMAP_THRESHOLD = 64 << 20
-"""Allocations below this many bytes come from the heap (glibc's default starts at 128 KiB)."""
+MMAP_THRESHOLD = 32 << 20
+"""Allocations below this many bytes come from the heap (glibc's default starts at 128 KiB; glibc up to 2.34
+refuses more than 32 MiB on 64-bit systems)."""
 
 TRIM_THRESHOLD = 256 << 20
 """Free memory at the top of the heap is returned to the system only beyond this many bytes."""
