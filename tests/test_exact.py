@@ -1254,3 +1254,34 @@ def test_non_finite_jacobians_behind_finite_outputs_are_refused():
     for call in (lambda: jacobians(_NegSqrt(), x), lambda: exact_transferability(_NegSqrt(), _linear(W_T), x)):
         with pytest.raises(ValueError, match="NaN/Inf in its outputs or Jacobians"):
             call()
+
+
+def _np_function_matching(fa: np.ndarray, fb: np.ndarray) -> float:
+    """RMS residual of fb ~ A fa + b by numpy's least squares on the unscaled design (well-scaled inputs only)."""
+    design = np.hstack([fa, np.ones((len(fa), 1))])
+    coef, *_ = np.linalg.lstsq(design, fb, rcond=None)
+    return math.sqrt(float(((fb - design @ coef) ** 2).sum(1).mean()))
+
+
+def test_function_matching_drops_columns_constant_up_to_rounding_and_survives_huge_outputs():
+    from transferlens.exact import _function_matching
+
+    rng = np.random.default_rng(50)
+    fa, fb = rng.standard_normal((8, 2)), rng.standard_normal((8, 3))
+    ref = _np_function_matching(fa, fb)
+    assert _function_matching(torch.from_numpy(fa), torch.from_numpy(fb), "s2t").distance == pytest.approx(ref, rel=1e-10)
+    # six columns that differ from 1.0 by rounding only: constant, held by the intercept, not fitted noise
+    noise = 1.0 + rng.integers(0, 2, size=(8, 6)) * np.finfo(np.float64).eps
+    padded = torch.from_numpy(np.hstack([fa, noise]))
+    assert _function_matching(padded, torch.from_numpy(fb), "s2t").distance == pytest.approx(ref, rel=1e-10)
+    # outputs of size 1e160 (their squares overflow): the relative distance is the unscaled one
+    big = _function_matching(torch.from_numpy(fa * 1e160), torch.from_numpy(fb * 1e160), "s2t")
+    assert big.relative == pytest.approx(_function_matching(torch.from_numpy(fa), torch.from_numpy(fb), "s2t").relative, rel=1e-10)
+    exact_fit = _function_matching(torch.from_numpy(fa * 1e160), torch.from_numpy(fa @ rng.standard_normal((2, 3)) * 1e160 + 1e150), "s2t")
+    assert exact_fit.relative < 1e-12
+
+
+def test_finite_outputs_whose_sum_overflows_are_not_taken_for_overflow():
+    w = np.full((4, 1), 5e307)  # each output 5e307 on x = 1, their sum above float64's range
+    j = jacobians(_linear(w), torch.ones(2, 1, dtype=F64))
+    np.testing.assert_array_equal(j.numpy(), np.broadcast_to(w, (2, 4, 1)))

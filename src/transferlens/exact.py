@@ -262,7 +262,8 @@ def _jacobian_chunk(
     # the pair) and one over the outputs.
     hi, lo = float(j.amax()), float(j.amin())
     largest = max(hi, -lo)
-    if not (np.isfinite(hi) and np.isfinite(lo) and bool(torch.isfinite(out.sum()))):
+    finite_out = bool(torch.isfinite(out.sum())) or bool(torch.isfinite(out).all())  # a sum may overflow alone
+    if not (np.isfinite(hi) and np.isfinite(lo) and finite_out):
         raise ValueError(
             f"{m.name} has NaN/Inf in its outputs or Jacobians (overflow?) on inputs {start}..{start + len(xb) - 1}; "
             "rescale the inputs or use a float64 model"
@@ -717,20 +718,31 @@ def _affine_distance(ba: torch.Tensor, aa: torch.Tensor, bb: torch.Tensor, n: in
 def _function_matching(fa: torch.Tensor, fb: torch.Tensor, direction: str) -> MatchingDistance:
     """Least squares ``fb ~ A fa + b`` on all samples; RMS residual norm.
 
-    The columns of ``fa`` are centred and scaled to unit RMS first (constant ones dropped: the intercept holds
-    them), which leaves the residual unchanged and keeps the rank cut-off of the solver from mistaking the
-    intercept's column for noise beside outputs of a very different scale (outputs of size 1e150 once moved
-    the distance by 1.2%)."""
-    centred_a = fa - fa.mean(0)
-    spread = centred_a.pow(2).mean(0).sqrt()
-    keep = spread > 0
-    design = torch.cat([centred_a[:, keep] / spread[keep], torch.ones(len(fa), 1, dtype=fa.dtype)], dim=1)
-    coef = torch.linalg.lstsq(design, fb, driver="gelsd").solution
-    resid = fb - design @ coef
+    The columns of ``fa`` are centred and scaled to unit RMS first, which leaves the residual unchanged and
+    keeps the rank cut-off of the solver from mistaking the intercept's column for noise beside outputs of a
+    very different scale (outputs 1e20 times larger once moved the distance by 1.2%). A column whose spread is
+    within rounding of its own size (``max(N, d) eps`` of its largest value) is dropped as constant: the
+    intercept holds it, and scaled up it would fit noise. Every column of ``fa``, and ``fb`` as a whole, is
+    divided by its largest magnitude before anything is summed or squared, so outputs up to float64's range do
+    not overflow."""
+    eps = torch.finfo(fa.dtype).eps
+    size_a = fa.abs().amax(0)
+    na = fa / torch.where(size_a > 0, size_a, torch.ones_like(size_a))
+    centred_a = na - na.mean(0)
+    span = centred_a.abs().amax(0)
+    keep = span > max(fa.shape) * eps
+    unit = centred_a[:, keep] / span[keep]
+    unit = unit / unit.pow(2).mean(0).sqrt()
+    design = torch.cat([unit, torch.ones(len(fa), 1, dtype=fa.dtype)], dim=1)
+    size_b = float(fb.abs().amax()) if fb.numel() else 0.0
+    size_b = size_b if size_b > 0 else 1.0
+    nb = fb / size_b
+    coef = torch.linalg.lstsq(design, nb, driver="gelsd").solution
+    resid = nb - design @ coef
     sq = float((resid * resid).sum(1).mean())
-    centred = fb - fb.mean(0)
+    centred = nb - nb.mean(0)
     scale = float((centred * centred).sum(1).mean())
-    return MatchingDistance(direction, float(np.sqrt(sq)), float(np.sqrt(sq / scale)) if scale > 0 else 0.0)
+    return MatchingDistance(direction, float(np.sqrt(sq)) * size_b, float(np.sqrt(sq / scale)) if scale > 0 else 0.0)
 
 
 def exact_transferability(
