@@ -1285,3 +1285,21 @@ def test_finite_outputs_whose_sum_overflows_are_not_taken_for_overflow():
     w = np.full((4, 1), 5e307)  # each output 5e307 on x = 1, their sum above float64's range
     j = jacobians(_linear(w), torch.ones(2, 1, dtype=F64))
     np.testing.assert_array_equal(j.numpy(), np.broadcast_to(w, (2, 4, 1)))
+
+
+@pytest.mark.parametrize("n", [50, 2000])
+@pytest.mark.parametrize("offset", [1e12, 1e14])
+def test_function_matching_keeps_a_small_variation_on_a_large_offset(n, offset):
+    """A column offset + z (z small integers: offset + z is exact in float64) fits as z alone does: the
+    intercept takes the offset, and no rounding of the offset may leak into the variation or drop the column.
+    The fit is nearly exact (residual 1e-3), so the distance shows any error in the variation."""
+    from transferlens.exact import _function_matching
+
+    rng = np.random.default_rng(51)
+    z = rng.integers(-50, 50, size=n).astype(np.float64)
+    other = rng.standard_normal(n)
+    fb = np.stack([z + 1e-3 * rng.standard_normal(n), other], axis=1)
+    plain = _function_matching(torch.from_numpy(np.stack([z, other], 1)), torch.from_numpy(fb), "s2t")
+    shifted = _function_matching(torch.from_numpy(np.stack([offset + z, other], 1)), torch.from_numpy(fb), "s2t")
+    assert shifted.distance == pytest.approx(plain.distance, rel=1e-12)
+    assert plain.distance == pytest.approx(_np_function_matching(np.stack([z, other], 1), fb), rel=1e-12)

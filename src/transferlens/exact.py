@@ -720,29 +720,28 @@ def _function_matching(fa: torch.Tensor, fb: torch.Tensor, direction: str) -> Ma
 
     The columns of ``fa`` are centred and scaled to unit RMS first, which leaves the residual unchanged and
     keeps the rank cut-off of the solver from mistaking the intercept's column for noise beside outputs of a
-    very different scale (outputs 1e20 times larger once moved the distance by 1.2%). A column whose spread is
-    within rounding of its own size (``max(N, d) eps`` of its largest value) is dropped as constant: the
-    intercept holds it, and scaled up it would fit noise. Every column of ``fa``, and ``fb`` as a whole, is
-    divided by its largest magnitude before anything is summed or squared, so outputs up to float64's range do
-    not overflow."""
+    very different scale (outputs 1e20 times larger once moved the distance by 1.2%). Before that, each column
+    of ``fa``, and ``fb`` as a whole, is scaled by a power of two to a largest magnitude in [0.5, 1): exact, so
+    a column made of a large offset and a small variation keeps its variation to the last bit, and outputs up
+    to float64's range do not overflow when squared. A column whose values differ by at most 8 eps of its size
+    is constant up to rounding and is left to the intercept (scaled up, it would fit noise)."""
     eps = torch.finfo(fa.dtype).eps
-    size_a = fa.abs().amax(0)
-    na = fa / torch.where(size_a > 0, size_a, torch.ones_like(size_a))
-    centred_a = na - na.mean(0)
-    span = centred_a.abs().amax(0)
-    keep = span > max(fa.shape) * eps
-    unit = centred_a[:, keep] / span[keep]
+    na = torch.ldexp(fa, -torch.frexp(fa.abs().amax(0))[1])
+    keep = na.amax(0) - na.amin(0) > 8 * eps
+    centred_a = (na - na.mean(0))[:, keep]
+    unit = centred_a / centred_a.abs().amax(0)
     unit = unit / unit.pow(2).mean(0).sqrt()
     design = torch.cat([unit, torch.ones(len(fa), 1, dtype=fa.dtype)], dim=1)
-    size_b = float(fb.abs().amax()) if fb.numel() else 0.0
-    size_b = size_b if size_b > 0 else 1.0
-    nb = fb / size_b
-    coef = torch.linalg.lstsq(design, nb, driver="gelsd").solution
-    resid = nb - design @ coef
+    power = int(torch.frexp(fb.abs().amax())[1]) if fb.numel() else 0
+    nb = torch.ldexp(fb, torch.tensor(-power))
+    centred = nb - nb.mean(0)  # the intercept would absorb the mean; removing it first keeps the solve small
+    coef = torch.linalg.lstsq(design, centred, driver="gelsd").solution
+    resid = centred - design @ coef
     sq = float((resid * resid).sum(1).mean())
-    centred = nb - nb.mean(0)
     scale = float((centred * centred).sum(1).mean())
-    return MatchingDistance(direction, float(np.sqrt(sq)) * size_b, float(np.sqrt(sq / scale)) if scale > 0 else 0.0)
+    with np.errstate(over="ignore"):  # a distance beyond float64's range is inf
+        distance = float(np.ldexp(np.sqrt(sq), power))
+    return MatchingDistance(direction, distance, float(np.sqrt(sq / scale)) if scale > 0 else 0.0)
 
 
 def exact_transferability(
