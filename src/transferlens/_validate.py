@@ -248,31 +248,38 @@ def model_outputs_2d(model: nn.Module, x: torch.Tensor, name: str = "model") -> 
         scale = float(out[:1].abs().max()) if out.numel() else 0.0
         if isinstance(alone, torch.Tensor) and alone.shape == out[:1].shape and bool(torch.isfinite(out).all()):
             change = float((alone - out[:1]).abs().max()) / max(scale, 1e-6)
-            convolutions = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
-            tol = batch_tolerance(out.dtype, out.device.type, convolutions)
+            tol = batch_tolerance(out.dtype, out.device.type)
             if change > tol:
                 raise ValueError(
                     f"{name}'s output for a sample changes with the other samples in the batch (alone vs. in a batch "
                     f"of two: by {change:.2g} of its largest value, more than the {tol:.0e} rounding allows); "
                     "transferlens needs per-sample outputs. Remove batch statistics from the forward pass "
                     "(BatchNorm in train mode, normalising over dim 0)"
+                    + (_REDUCED_PRECISION_HINT if out.device.type == "cuda" else "")
                 )
     return out
 
 
-def batch_tolerance(dtype: torch.dtype, device_type: str, convolutions: bool = False) -> float:
+_REDUCED_PRECISION_HINT = (
+    ". If the model is per-sample and this is the rounding of reduced-precision GPU kernels, run it in float32 "
+    "with TF32 off (torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False) or in float64"
+)
+
+
+def batch_tolerance(dtype: torch.dtype, device_type: str) -> float:
     """How far (relative to its largest value) a sample's output may move between a batch of one and of two before
     :func:`model_outputs_2d` calls the model batch-dependent: ``1e-4``, or ``8 eps`` of a coarser dtype
-    (float16: 0.008, bfloat16: 0.06), or ``1e-2`` for float32 on CUDA when TF32 is allowed for what the model
-    computes (``torch.backends.cuda.matmul.allow_tf32`` for matrix products; ``torch.backends.cudnn.allow_tf32``,
-    on by default, when it has ``convolutions``): 10-bit mantissas, in kernels picked by batch size, leave
-    outputs about 1e-3 apart. Batch statistics move outputs by far more."""
+    (float16: 0.008, bfloat16: 0.06), or ``1e-2`` for float32 on CUDA when TF32 is allowed
+    (``torch.backends.cuda.matmul.allow_tf32`` for matrix products, ``torch.backends.cudnn.allow_tf32``, on by
+    default, for convolutions, which a model may run through ``torch.nn.functional`` or a scripted module where
+    no convolution module shows): 10-bit mantissas, in kernels picked by batch size, leave outputs about 1e-3
+    apart. Batch statistics move outputs by far more."""
     try:
         eps = torch.finfo(dtype).eps
     except (TypeError, ValueError, NotImplementedError):  # a dtype without finfo: as coarse as it gets
         eps = 0.5
     tol = max(1e-4, 8 * eps)
-    tf32 = torch.backends.cuda.matmul.allow_tf32 or (convolutions and torch.backends.cudnn.allow_tf32)
+    tf32 = torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32
     if device_type == "cuda" and dtype == torch.float32 and tf32:
         tol = max(tol, 1e-2)
     return tol
