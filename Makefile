@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_estimators.py
 	$(PY) benchmarks/bench_training.py
 	$(PY) benchmarks/bench_scale.py
+	$(PY) benchmarks/bench_gpu.py
 
 # Run the experiments the README quotes and regenerate its measured tables from them.
 readme-figures: $(STAMP)
